@@ -1,0 +1,3 @@
+from spips_bench.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,55 @@
+"""The ``spips-bench`` command line: parse, call the library, print. Nothing else lives here.
+
+Each subcommand is a module of :mod:`spips_bench.commands` with ``HELP`` (one line),
+``add_arguments(parser)`` and ``run(args) -> int``; such modules import heavy libraries only inside
+``run``, so ``spips-bench --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+from spips_bench import __version__
+from spips_bench.errors import SpipsBenchError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from spips_bench import commands
+
+    parser = argparse.ArgumentParser(
+        prog="spips-bench",
+        description="Metric zoo and BAPPS benchmark harness for full-reference image quality.",
+    )
+    parser.add_argument("--version", action="version", version=f"spips-bench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"spips_bench.commands.{info.name}")
+        name = getattr(module, "NAME", info.name)
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted; everything computed so far is saved, rerun the same command to resume.",
+              file=sys.stderr)
+        return 130
+    except (SpipsBenchError, ValueError, FileNotFoundError) as exc:
+        print(f"spips-bench {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,34 @@
+"""Exceptions raised by spips-bench. Each message names the file or value at fault and the fix."""
+
+from __future__ import annotations
+
+
+class SpipsBenchError(Exception):
+    """Base class: the CLI prints these as one-line errors without a traceback."""
+
+
+class ImageReadError(SpipsBenchError, ValueError):
+    """An image file is missing, unreadable, truncated or not an image."""
+
+
+class DatasetError(SpipsBenchError, ValueError):
+    """A dataset folder is missing files, has unpaired files or holds invalid judgments."""
+
+
+class WeightsUnavailableError(SpipsBenchError, FileNotFoundError):
+    """A weight file is absent and cannot (or may not) be downloaded."""
+
+
+class WeightsIntegrityError(SpipsBenchError, ValueError):
+    """A weight or checkpoint file has the wrong SHA-256, unsafe content or unexpected keys."""
+
+
+class RunConfigError(SpipsBenchError, ValueError):
+    """A run folder holds results of a different configuration, or is locked by another run."""
+
+
+class UnknownMetricError(SpipsBenchError, KeyError):
+    """No metric is registered under the requested name."""
+
+    def __str__(self) -> str:  # KeyError would print the message with quotes around it
+        return str(self.args[0]) if self.args else ""

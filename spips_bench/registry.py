@@ -1,0 +1,270 @@
+"""The metric registry: names and aliases to metric classes, built-ins and plugins alike.
+
+Built-in metrics are described by cards, TOML files in ``spips_bench/cards/`` (one table per metric):
+listing the zoo reads only the cards, so it imports no model. A metric class is imported when the
+metric is created. Third-party packages add metrics through the entry-point group
+``spips_bench.metrics``: each entry point names a :class:`~spips_bench.metric.Metric` subclass
+(``name = "pkg.module:Class"``) whose class attributes carry the metadata, or a :class:`MetricSpec`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from importlib.metadata import entry_points
+from typing import Any
+
+from spips_bench.errors import UnknownMetricError
+
+ENTRY_POINT_GROUP = "spips_bench.metrics"
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """What the registry knows about a metric before importing it.
+
+    Attributes:
+        name: the registry name (lower case, ``-`` between words).
+        target: ``"module:Class"``; the class is a :class:`~spips_bench.metric.Metric` subclass.
+        higher_is_better: direction of the score.
+        min_size: smallest accepted height/width in pixels.
+        symmetric: ``d(a, b) == d(b, a)``.
+        weights: names of the weight files it needs (:mod:`spips_bench.weights`).
+        options: keyword arguments passed to the class (the variant's defaults).
+        aliases: other names that resolve to this metric.
+        citation: short reference with DOI/arXiv id.
+        description: one line for ``spips-bench list``.
+        trained: ``False`` when the metric's learned parts run from a data-free initialisation.
+        source: ``"builtin"`` or the distribution that provided the plugin.
+    """
+
+    name: str
+    target: str
+    higher_is_better: bool
+    min_size: int = 1
+    symmetric: bool = True
+    weights: tuple[str, ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+    citation: str = ""
+    description: str = ""
+    trained: bool = True
+    source: str = "builtin"
+
+    @property
+    def direction(self) -> str:
+        """``"higher"`` or ``"lower"``: which scores mean more similar."""
+        return "higher" if self.higher_is_better else "lower"
+
+    def missing_weights(self) -> list[str]:
+        """Names of this metric's weight files that are not available on this machine."""
+        if not self.weights:
+            return []
+        from spips_bench import weights
+
+        return [w for w in self.weights if not weights.is_present(w)]
+
+    def load_class(self) -> type:
+        module_name, _, attr = self.target.partition(":")
+        if not attr:
+            raise ValueError(f"metric {self.name!r}: target {self.target!r} must look like 'module:Class'")
+        return getattr(importlib.import_module(module_name), attr)  # type: ignore[no-any-return]
+
+
+class Registry:
+    """A set of metric specs, addressable by name or alias (case-insensitive)."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, MetricSpec] = {}
+        self._aliases: dict[str, str] = {}
+        self._loaded_builtins = False
+        self._loaded_plugins = False
+        self.plugin_errors: dict[str, str] = {}
+
+    # -- registration ------------------------------------------------------------------------------
+
+    def register(self, spec: MetricSpec, *, overwrite: bool = False) -> MetricSpec:
+        """Add ``spec``. A name or alias that is already taken is an error unless ``overwrite``."""
+        key = _key(spec.name)
+        for k in (key, *map(_key, spec.aliases)):
+            owner = self._aliases.get(k)
+            if owner is not None and owner != key and not overwrite:
+                raise ValueError(
+                    f"cannot register metric {spec.name!r}: the name {k!r} already belongs to {owner!r}. "
+                    "Choose another name or pass overwrite=True."
+                )
+        if key in self._specs and not overwrite:
+            raise ValueError(f"metric {spec.name!r} is already registered; pass overwrite=True to replace it.")
+        self._specs[key] = spec
+        self._aliases[key] = key
+        for alias in spec.aliases:
+            self._aliases[_key(alias)] = key
+        return spec
+
+    def register_class(self, cls: type, *, name: str | None = None, source: str = "builtin",
+                       overwrite: bool = False, **options: Any) -> MetricSpec:
+        """Register a :class:`~spips_bench.metric.Metric` subclass, reading metadata from its attributes."""
+        spec = spec_from_class(cls, name=name, source=source, options=options)
+        return self.register(spec, overwrite=overwrite)
+
+    # -- lookup ------------------------------------------------------------------------------------
+
+    def _ensure_loaded(self) -> None:
+        if not self._loaded_builtins:
+            self._loaded_builtins = True
+            for spec in load_cards():
+                self.register(spec)
+        if not self._loaded_plugins:
+            self._loaded_plugins = True
+            self._load_plugins()
+
+    def _load_plugins(self) -> None:
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            dist = getattr(getattr(ep, "dist", None), "name", None) or "unknown distribution"
+            try:
+                obj = ep.load()
+                specs = _specs_from_plugin(obj, ep.name, dist)
+            except Exception as exc:  # a broken plugin must not break the zoo; it is reported instead
+                self.plugin_errors[ep.name] = f"{dist}: {type(exc).__name__}: {exc}"
+                continue
+            for spec in specs:
+                if _key(spec.name) in self._aliases:
+                    self.plugin_errors[spec.name] = (
+                        f"{dist}: name {spec.name!r} is already taken by a built-in metric; plugin ignored"
+                    )
+                    continue
+                self.register(spec)
+
+    def names(self) -> list[str]:
+        self._ensure_loaded()
+        return sorted(s.name for s in self._specs.values())
+
+    def specs(self) -> list[MetricSpec]:
+        self._ensure_loaded()
+        return [self._specs[k] for k in sorted(self._specs)]
+
+    def get(self, name: str) -> MetricSpec:
+        """The spec of ``name`` (or of an alias); unknown names fail with suggestions."""
+        self._ensure_loaded()
+        key = self._aliases.get(_key(name))
+        if key is None:
+            choices = sorted(self._aliases)
+            close = difflib.get_close_matches(_key(name), choices, n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise UnknownMetricError(
+                f"unknown metric {name!r}.{hint} Run `spips-bench list` to see all {len(self._specs)} metrics."
+            )
+        return self._specs[key]
+
+    def create(self, name: str, **options: Any) -> Any:
+        """Instantiate metric ``name`` with the card's options updated by ``options``."""
+        spec = self.get(name)
+        cls = spec.load_class()
+        kwargs = {**spec.options, **options}
+        metric = cls(**kwargs)
+        return metric
+
+
+def _key(name: str) -> str:
+    return name.strip().lower().replace("_", "-")
+
+
+def spec_from_class(cls: type, *, name: str | None = None, source: str = "builtin",
+                    options: dict[str, Any] | None = None) -> MetricSpec:
+    """Build a spec from a Metric subclass's class attributes."""
+    from spips_bench.metric import Metric
+
+    if not (isinstance(cls, type) and issubclass(cls, Metric)):
+        raise TypeError(f"{cls!r} is not a subclass of spips_bench.metric.Metric")
+    metric_name = name or cls.name
+    if not metric_name:
+        raise ValueError(f"{cls.__qualname__} has no `name`; set the class attribute or pass name=")
+    return MetricSpec(
+        name=metric_name,
+        target=f"{cls.__module__}:{cls.__qualname__}",
+        higher_is_better=bool(cls.higher_is_better),
+        min_size=int(cls.min_size),
+        symmetric=bool(cls.symmetric),
+        weights=tuple(cls.weights),
+        options=dict(options or {}),
+        citation=cls.citation,
+        description=(cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "",
+        trained=bool(cls.trained),
+        source=source,
+    )
+
+
+def _specs_from_plugin(obj: Any, ep_name: str, dist: str) -> list[MetricSpec]:
+    if isinstance(obj, MetricSpec):
+        return [replace(obj, source=dist)]
+    if isinstance(obj, type):
+        return [spec_from_class(obj, name=getattr(obj, "name", "") or ep_name, source=dist)]
+    if callable(obj):
+        return _specs_from_plugin(obj(), ep_name, dist)
+    if isinstance(obj, Iterable):
+        out: list[MetricSpec] = []
+        for item in obj:
+            out.extend(_specs_from_plugin(item, ep_name, dist))
+        return out
+    raise TypeError(f"entry point {ep_name!r} gave {type(obj).__name__}; expected a Metric subclass or MetricSpec")
+
+
+_CARD_FIELDS = {f for f in MetricSpec.__dataclass_fields__ if f not in ("name", "source")}
+
+
+def load_cards() -> list[MetricSpec]:
+    """Read every built-in card (``spips_bench/cards/*.toml``)."""
+    specs: list[MetricSpec] = []
+    root = resources.files("spips_bench") / "cards"
+    for entry in sorted(root.iterdir(), key=lambda p: p.name):
+        if not entry.name.endswith(".toml"):
+            continue
+        data = tomllib.loads(entry.read_text(encoding="utf-8"))
+        for name, table in data.items():
+            unknown = set(table) - _CARD_FIELDS
+            if unknown:
+                raise ValueError(f"card {entry.name}, metric {name!r}: unknown field(s) {sorted(unknown)}")
+            table = dict(table)
+            for tup in ("weights", "aliases"):
+                if tup in table:
+                    table[tup] = tuple(table[tup])
+            specs.append(MetricSpec(name=name, **table))
+    return specs
+
+
+#: The process-wide registry behind :func:`create_metric` and :func:`list_metrics`.
+REGISTRY = Registry()
+
+
+def create_metric(name: str, **options: Any) -> Any:
+    """Create the metric registered as ``name`` (or an alias), e.g. ``create_metric("ssim")``."""
+    return REGISTRY.create(name, **options)
+
+
+def list_metrics() -> list[str]:
+    """Names of every registered metric, built-ins and plugins, sorted."""
+    return REGISTRY.names()
+
+
+def get_spec(name: str) -> MetricSpec:
+    """The :class:`MetricSpec` of ``name``."""
+    return REGISTRY.get(name)
+
+
+def register_metric(cls: type | None = None, *, name: str | None = None, **options: Any) -> Any:
+    """Class decorator registering a Metric subclass in the process-wide registry.
+
+    >>> @register_metric
+    ... class MyMetric(Metric): ...
+    """
+
+    def deco(c: type) -> type:
+        REGISTRY._ensure_loaded()
+        REGISTRY.register_class(c, name=name, source="runtime", **options)
+        return c
+
+    return deco(cls) if cls is not None else deco
