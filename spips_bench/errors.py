@@ -32,3 +32,12 @@ class UnknownMetricError(SpipsBenchError, KeyError):
 
     def __str__(self) -> str:  # KeyError would print the message with quotes around it
         return str(self.args[0]) if self.args else ""
+
+
+class DownloadError(SpipsBenchError, OSError):
+    """A download failed, stayed incomplete after its retries, or does not match its SHA-256."""
+
+
+class UnsafeArchiveError(SpipsBenchError, ValueError):
+    """An archive holds members that could write outside the target folder (absolute paths, ``..``,
+    links, device files) or does not have the expected layout."""

@@ -255,6 +255,14 @@ def get_spec(name: str) -> MetricSpec:
     return REGISTRY.get(name)
 
 
+def accepts_option(spec: MetricSpec, option: str) -> bool:
+    """Whether the metric class of ``spec`` takes the keyword ``option`` (imports the class)."""
+    import inspect
+
+    params = inspect.signature(spec.load_class()).parameters
+    return option in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
 def register_metric(cls: type | None = None, *, name: str | None = None, **options: Any) -> Any:
     """Class decorator registering a Metric subclass in the process-wide registry.
 

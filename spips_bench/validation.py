@@ -24,6 +24,11 @@ def validate_image_batch(x: object, *, name: str = "input", min_size: int = 1) -
         name: how the error message calls it (``"dist"``, ``"ref"``).
         min_size: the smallest height and width the metric accepts, in pixels.
     """
+    _check_structure(x, name=name, min_size=min_size)
+    _check_values(x, name=name)  # type: ignore[arg-type]
+
+
+def _check_structure(x: object, *, name: str, min_size: int) -> None:
     import torch
 
     if not isinstance(x, torch.Tensor):
@@ -51,6 +56,11 @@ def validate_image_batch(x: object, *, name: str = "input", min_size: int = 1) -
             f"{name} is {h}x{w} pixels, smaller than this metric's minimum of {min_size}x{min_size}. "
             "Use larger images or upsample them first."
         )
+
+
+def _check_values(x: torch.Tensor, *, name: str) -> None:
+    import torch
+
     finite = torch.isfinite(x)
     if not bool(finite.all()):
         bad = int((~finite).sum())
@@ -63,8 +73,8 @@ def validate_image_batch(x: object, *, name: str = "input", min_size: int = 1) -
 
 def validate_pair(dist: object, ref: object, *, min_size: int = 1) -> None:
     """Check a ``(dist, ref)`` pair: each a valid batch, same shape, dtype and device."""
-    validate_image_batch(dist, name="dist", min_size=min_size)
-    validate_image_batch(ref, name="ref", min_size=min_size)
+    _check_structure(dist, name="dist", min_size=min_size)
+    _check_structure(ref, name="ref", min_size=min_size)
     d: torch.Tensor = dist  # type: ignore[assignment]
     r: torch.Tensor = ref  # type: ignore[assignment]
     if d.shape != r.shape:
@@ -78,3 +88,5 @@ def validate_pair(dist: object, ref: object, *, min_size: int = 1) -> None:
         )
     if d.dtype != r.dtype:
         raise TypeError(f"dist has dtype {d.dtype} and ref {r.dtype}; cast both to one dtype.")
+    _check_values(d, name="dist")
+    _check_values(r, name="ref")
