@@ -1,0 +1,230 @@
+"""Per-category summaries of one metric on BAPPS, and their tidy CSV file.
+
+A summary row holds one statistic of one metric on one category, with its bootstrap interval. The CSV
+has exactly the columns ``kind,category,metric,statistic,value,ci_low,ci_high,n``; floats are written
+with ``repr`` precision, so reading and rewriting a file reproduces it byte for byte.
+
+Statistics (all higher = better agreement with humans; see :mod:`spips_bench.stats`):
+
+* 2AFC: ``2afc_score`` (fraction in [0, 1], BAPPS protocol); ``plcc``/``srcc``/``krcc``: the decision
+  correlation (the SPIPS paper's protocol); ``*_continuous``: the same correlations of ``d0 - d1``.
+* JND: ``jnd_map`` (average precision in [0, 1]); ``plcc``/``srcc``/``krcc`` of ``-d`` with ``same``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from spips_bench import stats
+
+STATISTICS_2AFC = (
+    "2afc_score", "plcc", "srcc", "krcc", "plcc_continuous", "srcc_continuous", "krcc_continuous",
+)
+STATISTICS_JND = ("jnd_map", "plcc", "srcc", "krcc")
+KINDS = {"2afc": STATISTICS_2AFC, "jnd": STATISTICS_JND}
+COLUMNS = ("kind", "category", "metric", "statistic", "value", "ci_low", "ci_high", "n")
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """One statistic of one metric on one BAPPS category.
+
+    Attributes:
+        kind: ``"2afc"`` or ``"jnd"``.
+        category: BAPPS category (``"cnn"``, ``"traditional"``, ``"superres"``...).
+        metric: registry name of the metric.
+        statistic: one of :data:`STATISTICS_2AFC` or :data:`STATISTICS_JND` for the kind.
+        value: the statistic, higher = better (NaN when undefined, e.g. constant decisions).
+        ci_low: lower bound of the bootstrap interval (NaN when not computed).
+        ci_high: upper bound (NaN when not computed).
+        n: number of samples the statistic used.
+    """
+
+    kind: str
+    category: str
+    metric: str
+    statistic: str
+    value: float
+    ci_low: float
+    ci_high: float
+    n: int
+
+
+def _label(category: str, metric: str) -> str:
+    for name, value in (("category", category), ("metric", metric)):
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"{name} must be a non-empty string, got {value!r}.")
+    return f"metric {metric!r} on category {category!r}"
+
+
+def _oriented(x: object, name: str, higher_is_better: bool, where: str) -> np.ndarray:
+    try:
+        arr = np.asarray(x, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} of {where} must be an array of numbers: {exc}") from None
+    if np.isnan(arr).any():
+        raise ValueError(
+            f"{name} of {where} has {int(np.isnan(arr).sum())} NaN score(s); the metric failed on those "
+            "samples. Fix the metric or drop the samples before summarising."
+        )
+    # The statistics take distances (lower = more similar); a similarity's negation is one.
+    return -arr if higher_is_better else arr
+
+
+def _intervals(kind: str, arrays: tuple[np.ndarray, ...], n_boot: int, seed: int,
+               ) -> dict[str, tuple[float, float]]:
+    if n_boot == 0:
+        return {name: (math.nan, math.nan) for name in KINDS[kind]}
+    # All statistics of a category share one set of resampled triplets (each drops what it cannot use).
+    return stats.summary_intervals(kind, *arrays, n_boot=n_boot, seed=seed)
+
+
+def _check_boot(n_boot: int) -> None:
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 0:
+        raise ValueError(f"n_boot must be a non-negative integer (0 = no intervals), got {n_boot!r}.")
+
+
+def summarize_2afc(category: str, metric: str, d0: object, d1: object, judge: object, *,
+                   higher_is_better: bool, n_boot: int = 1000, seed: int = 0) -> list[SummaryRow]:
+    """All 2AFC statistics of one metric on one category, in the order of :data:`STATISTICS_2AFC`.
+
+    Args:
+        category: BAPPS category name.
+        metric: metric name.
+        d0: the metric's scores of (p0, ref), shape (N,).
+        d1: scores of (p1, ref).
+        judge: fraction of raters who preferred p1, in [0, 1] (NaN = unknown).
+        higher_is_better: the metric's direction; similarities are negated into distances.
+        n_boot: bootstrap resamples for the 95% intervals; 0 leaves the intervals NaN.
+        seed: bootstrap seed (the same seed resamples the same triplets for every metric).
+    """
+    where = _label(category, metric)
+    _check_boot(n_boot)
+    a = _oriented(d0, "d0", higher_is_better, where)
+    b = _oriented(d1, "d1", higher_is_better, where)
+    h = stats._judgments(judge, f"judge of {where}")
+    if not a.size == b.size == h.size:
+        raise ValueError(f"{where}: d0, d1 and judge have lengths {a.size}, {b.size}, {h.size}; "
+                         "pass one value per triplet.")
+    score_n = int(((a == b) | ~np.isnan(h)).sum())  # a tie needs no judgment: it scores 0.5
+    if np.isnan(h).all():
+        raise ValueError(f"{where}: every judgment is NaN; nothing to summarise.")
+    cis = _intervals("2afc", (a, b, h), n_boot, seed)
+    rows = [_row("2afc", category, metric, "2afc_score", stats.two_afc_score(a, b, h), cis["2afc_score"],
+                 score_n)]
+    variants = (("", stats.decision_correlation), ("_continuous", stats.continuous_correlation))
+    for suffix, correlate in variants:
+        point = correlate(a, b, h)
+        for name in ("plcc", "srcc", "krcc"):
+            value = getattr(point, name)
+            rows.append(_row("2afc", category, metric, name + suffix, value, cis[name + suffix], point.n))
+    return rows
+
+
+def summarize_jnd(category: str, metric: str, d: object, same: object, *, higher_is_better: bool,
+                  n_boot: int = 1000, seed: int = 0) -> list[SummaryRow]:
+    """All JND statistics of one metric on one category, in the order of :data:`STATISTICS_JND`.
+
+    Args:
+        category: BAPPS JND category (``"traditional"`` or ``"cnn"``).
+        metric: metric name.
+        d: the metric's scores of (p0, p1), shape (N,).
+        same: fraction of raters who judged the pair identical, in [0, 1] (NaN = unknown).
+        higher_is_better: the metric's direction; similarities are negated into distances.
+        n_boot: bootstrap resamples for the 95% intervals; 0 leaves the intervals NaN.
+        seed: bootstrap seed.
+    """
+    where = _label(category, metric)
+    _check_boot(n_boot)
+    dist = _oriented(d, "d", higher_is_better, where)
+    s = stats._judgments(same, f"same of {where}")
+    if dist.size != s.size:
+        raise ValueError(f"{where}: d and same have lengths {dist.size} and {s.size}; "
+                         "pass one value per pair.")
+    n = int((~np.isnan(s)).sum())
+    if n == 0:
+        raise ValueError(f"{where}: every 'same' judgment is NaN; nothing to summarise.")
+    cis = _intervals("jnd", (dist, s), n_boot, seed)
+    point = stats.jnd_correlation(dist, s)
+    values = {"jnd_map": stats.jnd_map(dist, s), "plcc": point.plcc, "srcc": point.srcc, "krcc": point.krcc}
+    return [_row("jnd", category, metric, name, values[name], cis[name], n) for name in STATISTICS_JND]
+
+
+def _row(kind: str, category: str, metric: str, statistic: str, value: float,
+         ci: tuple[float, float], n: int) -> SummaryRow:
+    return SummaryRow(kind, category, metric, statistic, float(value), float(ci[0]), float(ci[1]), int(n))
+
+
+# -- the CSV file --------------------------------------------------------------------------------------------
+
+
+def write_summary_csv(path: str | os.PathLike[str], rows: Iterable[SummaryRow]) -> None:
+    """Write ``rows`` to ``path`` atomically (a temporary file in the same folder, then ``os.replace``).
+
+    Floats are written with ``repr`` (shortest round-tripping form, ``nan`` for missing), so the file
+    is byte-stable across a read/write round trip.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(COLUMNS)
+            for row in rows:
+                if not isinstance(row, SummaryRow):
+                    raise TypeError(f"write_summary_csv takes SummaryRow objects, got {type(row).__name__}.")
+                writer.writerow([row.kind, row.category, row.metric, row.statistic, repr(float(row.value)),
+                                 repr(float(row.ci_low)), repr(float(row.ci_high)), str(int(row.n))])
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_summary_csv(path: str | os.PathLike[str]) -> list[SummaryRow]:
+    """Read a file written by :func:`write_summary_csv`; a malformed file fails naming the file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"summary file {path} does not exist; run `spips-bench run` first.") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"summary file {path} is not UTF-8 text ({exc}); is it a summary CSV?") from None
+    records = list(csv.reader(text.splitlines()))
+    if not records or tuple(records[0]) != COLUMNS:
+        found = ",".join(records[0]) if records else "an empty file"
+        raise ValueError(f"summary file {path}: header must be {','.join(COLUMNS)!r}, found {found!r}. "
+                         "Regenerate it with `spips-bench run` or `write_summary_csv`.")
+    rows = []
+    for line, record in enumerate(records[1:], start=2):
+        if not record:
+            continue
+        rows.append(_parse(record, f"summary file {path}, line {line}"))
+    return rows
+
+
+def _parse(record: list[str], where: str) -> SummaryRow:
+    if len(record) != len(COLUMNS):
+        raise ValueError(f"{where}: expected {len(COLUMNS)} fields ({','.join(COLUMNS)}), got {len(record)}.")
+    kind, category, metric, statistic = record[:4]
+    if kind not in KINDS:
+        raise ValueError(f"{where}: kind {kind!r} is not one of {sorted(KINDS)}.")
+    if statistic not in KINDS[kind]:
+        raise ValueError(f"{where}: statistic {statistic!r} is not a {kind} statistic {KINDS[kind]}.")
+    if not category or not metric:
+        raise ValueError(f"{where}: empty category or metric name.")
+    try:
+        value, lo, hi = (float(v) for v in record[4:7])
+        n = int(record[7])
+    except ValueError as exc:
+        raise ValueError(f"{where}: value, ci_low, ci_high must be numbers, n an integer ({exc}).") from None
+    return SummaryRow(kind, category, metric, statistic, value, lo, hi, n)

@@ -1,0 +1,368 @@
+"""Summary rows -> the SPIPS paper's tables, in Markdown or LaTeX (booktabs).
+
+One document holds, for the categories present: the BAPPS scores (2AFC score and JND mAP, percent),
+Tables V-VII (PLCC, SRCC, KRCC of the 2AFC decision correlation, metrics as rows, columns CNN, Color,
+Deblur, Interp, SR, Trad), Table VIII (JND correlations), Tables II-IV (ablations) when ablated metrics
+are present, and the continuous-variant correlations in a table of their own. Every statistic is
+higher = better, so the best value of each column is set in bold whatever the metric's own direction
+(shown by an arrow beside its name). With ``compare_paper`` the value published in the paper
+(``resources/paper_values.csv``, transcribed from its Tables II-VIII) is shown beside ours.
+
+The LaTeX output needs ``\\usepackage{booktabs}`` and nothing else.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+from spips_bench.summary import SummaryRow
+
+#: BAPPS categories in the paper's column order, with the paper's column headers.
+CATEGORY_HEADERS = {"cnn": "CNN", "color": "Color", "deblur": "Deblur", "frameinterp": "Interp",
+                    "superres": "SR", "traditional": "Trad"}
+#: Table VIII's column order.
+JND_CATEGORIES = ("cnn", "traditional")
+#: Paper row names -> registry names. The paper's LPIPS row is taken to be AlexNet "lin" (the lpips
+#: default); the paper does not say.
+PAPER_METRICS = {"PSNR": "psnr", "SSIM": "ssim", "MS-SSIM": "ms-ssim", "VIF": "vif", "DISTS": "dists",
+                 "LPIPS": "lpips", "SPIPS": "spips", "SPIPS-abla1": "spips-abla1",
+                 "SPIPS-abla2": "spips-abla2",
+                 "Ablation 1": "spips-abla1", "Ablation 2": "spips-abla2"}
+PAPER_CSV_COLUMNS = ("table", "kind", "statistic", "category", "paper_metric", "value", "note")
+_ABLATION = re.compile(r"^(?P<base>.+?)[-_]abla(?:tion)?[-_]?\w*$", re.IGNORECASE)
+_UNTRAINED = "†"
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """What the tables need to know about a metric.
+
+    Attributes:
+        name: registry name, as in the summary rows.
+        higher_is_better: direction of the metric's own score (shown as an arrow).
+        trained: ``False`` marks a metric whose learned parts are untrained (marker and footnote).
+        note: printed as a footnote when not empty.
+        ablation_of: the full metric this one ablates (it then goes to Tables II-IV). ``None`` infers it
+            from names like ``spips-abla1`` (base ``spips``).
+        paper_name: the paper's row for this metric; ``None`` looks the name up in :data:`PAPER_METRICS`.
+    """
+
+    name: str
+    higher_is_better: bool
+    trained: bool = True
+    note: str = ""
+    ablation_of: str | None = None
+    paper_name: str | None = None
+
+    @property
+    def base(self) -> str | None:
+        """The metric this one ablates, or ``None``."""
+        if self.ablation_of is not None:
+            return self.ablation_of
+        match = _ABLATION.match(self.name)
+        return match.group("base") if match else None
+
+    @property
+    def paper_row(self) -> str | None:
+        if self.paper_name is not None:
+            return self.paper_name
+        return next((paper for paper, ours in PAPER_METRICS.items() if ours == self.name), None)
+
+
+@dataclass(frozen=True)
+class PaperValue:
+    """One number published in the SPIPS paper (decision correlation assumed, two decimals)."""
+
+    table: str
+    kind: str
+    statistic: str
+    category: str
+    paper_metric: str
+    value: float
+    note: str
+
+
+@lru_cache(maxsize=1)
+def _paper_values() -> tuple[PaperValue, ...]:
+    source = resources.files("spips_bench") / "resources" / "paper_values.csv"
+    reader = csv.reader(source.read_text(encoding="utf-8").splitlines())
+    header = tuple(next(reader, ()))
+    if header != PAPER_CSV_COLUMNS:
+        raise ValueError(f"{source}: header {header} is not {PAPER_CSV_COLUMNS}; reinstall spips-bench.")
+    out = []
+    for line, rec in enumerate(reader, start=2):
+        try:
+            table, kind, statistic, category, metric, value, note = rec
+            out.append(PaperValue(table, kind, statistic, category, metric, float(value), note))
+        except ValueError as exc:
+            raise ValueError(f"{source}, line {line}: malformed row {rec!r} ({exc}).") from None
+    return tuple(out)
+
+
+def paper_values() -> list[PaperValue]:
+    """The values of the SPIPS paper's Tables II-VIII, one per (table, statistic, category, row)."""
+    return list(_paper_values())
+
+
+def _paper_lookup(tables: Sequence[str]) -> dict[tuple[str, str, str, str], float]:
+    return {(p.kind, p.statistic, p.category, p.paper_metric): p.value
+            for p in _paper_values() if p.table in tables}
+
+
+# -- formatting -----------------------------------------------------------------------------------------
+
+
+class _Format:
+    """Markdown or LaTeX spelling of the pieces of a table."""
+
+    def __init__(self, fmt: str) -> None:
+        if fmt not in ("md", "tex"):
+            raise ValueError(f"fmt must be 'md' or 'tex', got {fmt!r}.")
+        self.tex = fmt == "tex"
+
+    def text(self, s: str) -> str:
+        if not self.tex:
+            return s.replace("|", "\\|").replace("*", "\\*")
+        return "".join(_TEX.get(ch, ch) for ch in s)
+
+    def num(self, s: str) -> str:
+        return f"${s}$" if self.tex and s.startswith(("-", "+")) else s
+
+    def bold(self, s: str) -> str:
+        return f"\\textbf{{{s}}}" if self.tex else f"**{s}**"
+
+    def missing(self) -> str:
+        return "--" if self.tex else "–"
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "↓": r"$\downarrow$",
+        "↑": r"$\uparrow$", "†": r"$^\dagger$", "—": "---", "–": "--", "×": r"$\times$", "±": r"$\pm$",
+        "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}"}
+
+
+@dataclass(frozen=True)
+class _Table:
+    caption: str
+    headers: list[str]
+    labels: list[str]  # row labels (already formatted)
+    cells: list[list[str]]
+    groups: list[int]  # index of each row's block (a rule separates blocks)
+    wide: bool = False  # cells carry intervals or paper values: set in a smaller font
+
+
+def _render(t: _Table, f: _Format) -> str:
+    if f.tex:
+        lines = ["\\begin{table}[htbp]", "\\centering", "\\footnotesize" if t.wide else "\\small",
+                 "\\setlength{\\tabcolsep}{4pt}", f"\\caption{{{f.text(t.caption)}}}",
+                 f"\\begin{{tabular}}{{l{'r' * len(t.headers)}}}", "\\toprule",
+                 " & ".join(["Metric", *map(f.text, t.headers)]) + " \\\\", "\\midrule"]
+        for i, (label, row) in enumerate(zip(t.labels, t.cells, strict=True)):
+            if i and t.groups[i] != t.groups[i - 1]:
+                lines.append("\\midrule")
+            lines.append(" & ".join([label, *row]) + " \\\\")
+        lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+        return "\n".join(lines)
+    lines = [f"### {f.text(t.caption)}", "", "| " + " | ".join(["Metric", *map(f.text, t.headers)]) + " |",
+             "|" + "---|" + "---:|" * len(t.headers)]
+    lines += ["| " + " | ".join([label, *row]) + " |" for label, row in zip(t.labels, t.cells, strict=True)]
+    return "\n".join(lines)
+
+
+# -- the document --------------------------------------------------------------------------------
+
+
+def render_tables(rows: Iterable[SummaryRow], metrics: Mapping[str, MetricInfo] | Iterable[MetricInfo], *,
+                  fmt: str, title: str, footnotes: Sequence[str] = (), compare_paper: bool = False,
+                  intervals: bool = False, digits: int = 2) -> str:
+    """Render summary rows as the paper's tables, one Markdown or LaTeX document.
+
+    Args:
+        rows: summary rows (:mod:`spips_bench.summary`); values are higher = better.
+        metrics: the metrics to show, in row order, keyed by name (or an iterable of infos).
+        fmt: ``"md"`` or ``"tex"``.
+        title: start of every table title, e.g. ``"BAPPS val"`` or ``"Demo set (synthetic judgments)"``.
+        footnotes: lines printed under the tables (skipped metrics and why, image size...).
+        compare_paper: show the paper's value and our difference, ``0.79 (paper 0.78, +0.01)``.
+        intervals: show bootstrap intervals, ``0.78 [0.75, 0.80]``.
+        digits: decimals of correlations and of percentages.
+    """
+    f = _Format(fmt)
+    if isinstance(digits, bool) or not isinstance(digits, int) or not 0 <= digits <= 10:
+        raise ValueError(f"digits must be an integer from 0 to 10, got {digits!r}.")
+    if not isinstance(title, str) or not title.strip():
+        raise ValueError(f"title must be a non-empty string, got {title!r}.")
+    infos = _infos(metrics)
+    values: dict[tuple[str, str, str, str], SummaryRow] = {}
+    for r in rows:
+        if not isinstance(r, SummaryRow):
+            raise TypeError(f"render_tables takes SummaryRow objects, got {type(r).__name__}.")
+        if r.metric not in infos:
+            raise ValueError(f"summary rows name metric {r.metric!r} but no MetricInfo was given for it; "
+                             f"pass one (known: {', '.join(infos) or 'none'}).")
+        key = (r.kind, r.category, r.metric, r.statistic)
+        if key in values:
+            raise ValueError(f"two summary rows for {'/'.join(key)}; each statistic of a metric and category "
+                             "must appear once (merge or deduplicate the summary files).")
+        values[key] = r
+    ctx = _Context(f, infos, values, compare_paper, intervals, digits)
+    present = {k[2] for k in values}
+    shown = [m for m in infos if m in present]
+    main = [m for m in shown if infos[m].base is None]
+    ablated = [m for m in shown if infos[m].base is not None]
+    cats_2afc = _categories(values, "2afc")
+    cats_jnd = [c for c in JND_CATEGORIES if c in _categories(values, "jnd")]
+    cats_jnd += [c for c in _categories(values, "jnd") if c not in cats_jnd]
+    tables: list[_Table | None] = []
+    score_cols = [("2afc", c, "2afc_score", CATEGORY_HEADERS.get(c, c)) for c in cats_2afc]
+    score_cols += [("jnd", c, "jnd_map", f"JND {CATEGORY_HEADERS.get(c, c)}") for c in cats_jnd]
+    if score_cols:
+        tables.append(ctx.table(f"{title}: BAPPS scores in percent (2AFC score; JND mAP)", shown,
+                                score_cols, percent=True))
+    paper_main, paper_abla = _paper_lookup(("V", "VI", "VII", "VIII")), _paper_lookup(("II", "III", "IV"))
+    for stat, name, number in (("plcc", "PLCC", "V"), ("srcc", "SRCC", "VI"), ("krcc", "KRCC", "VII")):
+        cols = [("2afc", c, stat, CATEGORY_HEADERS.get(c, c)) for c in cats_2afc]
+        if cols and main:
+            tables.append(ctx.table(f"{title}: {name} on 2AFC, paper protocol (decision correlation); "
+                                    f"layout of the paper's Table {number}", main, cols, paper=paper_main))
+    if cats_jnd and main:
+        cols = [("jnd", c, s, f"{CATEGORY_HEADERS.get(c, c)} {s.upper()}")
+                for c in cats_jnd for s in ("plcc", "srcc", "krcc")]
+        tables.append(ctx.table(f"{title}: PLCC, SRCC and KRCC on JND (similarity -d vs. 'same'); layout of "
+                                "the paper's Table VIII", main, cols, paper=paper_main))
+    if ablated and cats_2afc:
+        # Paper order: each full metric after its ablations.
+        family = []
+        for base in dict.fromkeys(infos[a].base for a in ablated):
+            family += [a for a in ablated if infos[a].base == base] + ([base] if base in shown else [])
+        for stat, name, number in (("plcc", "PLCC", "II"), ("srcc", "SRCC", "III"), ("krcc", "KRCC", "IV")):
+            cols = [("2afc", c, stat, CATEGORY_HEADERS.get(c, c)) for c in cats_2afc]
+            tables.append(ctx.table(f"{title}: {name} of ablations on 2AFC, paper protocol; layout of the "
+                                    f"paper's Table {number}", family, cols, paper=paper_abla))
+    if cats_2afc:
+        blocks = [[("2afc", c, f"{s}_continuous", CATEGORY_HEADERS.get(c, c)) for c in cats_2afc]
+                  for s in ("plcc", "srcc", "krcc")]
+        tables.append(ctx.stacked(f"{title}: continuous variant, correlation of d0 - d1 with the judgment "
+                                  "(not the paper protocol)", shown, blocks, ("PLCC", "SRCC", "KRCC")))
+    notes = _notes(infos, shown, footnotes, compare_paper, intervals)
+    return _document(f, title, [t for t in tables if t is not None], notes)
+
+
+def _infos(metrics: Mapping[str, MetricInfo] | Iterable[MetricInfo]) -> dict[str, MetricInfo]:
+    items = list(metrics.values()) if isinstance(metrics, Mapping) else list(metrics)
+    out: dict[str, MetricInfo] = {}
+    for info in items:
+        if not isinstance(info, MetricInfo):
+            raise TypeError(f"metrics must hold MetricInfo objects, got {type(info).__name__}: {info!r}.")
+        out[info.name] = info
+    return out
+
+
+def _categories(values: Mapping[tuple[str, str, str, str], SummaryRow], kind: str) -> list[str]:
+    found = {k[1] for k in values if k[0] == kind}
+    return [c for c in CATEGORY_HEADERS if c in found] + sorted(found - set(CATEGORY_HEADERS))
+
+
+@dataclass(frozen=True)
+class _Context:
+    f: _Format
+    infos: dict[str, MetricInfo]
+    values: dict[tuple[str, str, str, str], SummaryRow]
+    compare_paper: bool
+    intervals: bool
+    digits: int
+
+    def label(self, metric: str) -> str:
+        info = self.infos[metric]
+        arrow = "↑" if info.higher_is_better else "↓"
+        return self.f.text(f"{metric} {arrow}" + ("" if info.trained else f" {_UNTRAINED}"))
+
+    def _num(self, v: float, percent: bool) -> str:
+        if math.isnan(v):
+            return "NaN"
+        return f"{100 * v if percent else v:.{self.digits}f}"
+
+    def column(self, metrics: list[str], key: tuple[str, str, str], percent: bool,
+               paper: Mapping[tuple[str, str, str, str], float] | None) -> list[str]:
+        kind, category, stat = key
+        rows = [self.values.get((kind, category, m, stat)) for m in metrics]
+        shown = [float(self._num(r.value, percent)) for r in rows if r is not None and math.isfinite(r.value)]
+        best = max(shown) if len(shown) > 1 else None  # every statistic here is higher = better
+        out = []
+        for m, r in zip(metrics, rows, strict=True):
+            if r is None:
+                out.append(self.f.missing())
+                continue
+            text = self.f.num(self._num(r.value, percent))
+            if best is not None and math.isfinite(r.value) and float(self._num(r.value, percent)) == best:
+                text = self.f.bold(text)
+            if self.intervals and math.isfinite(r.ci_low):
+                lo, hi = (self.f.num(self._num(v, percent)) for v in (r.ci_low, r.ci_high))
+                text += f" [{lo}, {hi}]"
+            row = self.infos[m].paper_row
+            ref = paper.get((kind, stat, category, row)) if paper and self.compare_paper and row else None
+            if ref is not None:
+                diff = self.f.num(f"{r.value - ref:+.{self.digits}f}") if math.isfinite(r.value) else "NaN"
+                text += f" (paper {ref:.2f}, {diff})"
+            out.append(text)
+        return out
+
+    def table(self, caption: str, metrics: list[str], cols: list[tuple[str, str, str, str]], *,
+              percent: bool = False, paper: Mapping[tuple[str, str, str, str], float] | None = None,
+              ) -> _Table | None:
+        cols = [c for c in cols if any((c[0], c[1], m, c[2]) in self.values for m in metrics)]
+        if not cols:
+            return None
+        columns = [self.column(metrics, c[:3], percent, paper) for c in cols]
+        if paper and self.compare_paper:
+            caption += " (paper: value published in the SPIPS paper; ours minus paper)"
+        return _Table(caption, [c[3] for c in cols], [self.label(m) for m in metrics],
+                      [list(r) for r in zip(*columns, strict=True)], [0] * len(metrics),
+                      wide=self.intervals or bool(paper and self.compare_paper))
+
+    def stacked(self, caption: str, metrics: list[str], blocks: list[list[tuple[str, str, str, str]]],
+                names: Sequence[str]) -> _Table | None:
+        if not any((c[0], c[1], m, c[2]) in self.values for cols in blocks for c in cols for m in metrics):
+            return None
+        labels, cells, groups = [], [], []
+        for g, (cols, name) in enumerate(zip(blocks, names, strict=True)):
+            columns = [self.column(metrics, c[:3], False, None) for c in cols]
+            labels += [f"{self.label(m)}, {name}" for m in metrics]
+            cells += [list(r) for r in zip(*columns, strict=True)]
+            groups += [g] * len(metrics)
+        return _Table(caption, [c[3] for c in blocks[0]], labels, cells, groups, wide=self.intervals)
+
+
+def _notes(infos: Mapping[str, MetricInfo], shown: list[str], footnotes: Sequence[str], compare_paper: bool,
+           intervals: bool) -> list[str]:
+    notes = ["Bold: best value of each column (every statistic here is higher = better). Arrows give each "
+             "metric's own direction: ↓ lower score = more similar, ↑ higher = more similar."]
+    if any(not infos[m].trained for m in shown):
+        notes.append(f"{_UNTRAINED} untrained: the metric's learned parts run from a data-free "
+                     "initialisation; not a trained result.")
+    if intervals:
+        notes.append("Brackets: 95% percentile bootstrap interval over samples.")
+    if compare_paper:
+        notes.append("Paper values: SPIPS paper Tables II-VIII (two decimals), matched by row name; "
+                     "its LPIPS row is assumed to be AlexNet lin; the paper does not define the correlated "
+                     "variables.")
+    notes += [f"{m}: {infos[m].note}" for m in shown if infos[m].note]
+    return notes + [str(n) for n in footnotes]
+
+
+def _document(f: _Format, title: str, tables: list[_Table], notes: list[str]) -> str:
+    parts = [_render(t, f) for t in tables]
+    if not tables:
+        parts.append(f.text(f"{title}: no complete results to tabulate."))
+    if f.tex:
+        items = "\n".join(f"\\item {f.text(n)}" for n in notes)
+        parts.append(f"\\paragraph{{Notes}}\n\\begin{{itemize}}\n{items}\n\\end{{itemize}}")
+        return "% Requires \\usepackage{booktabs}.\n" + "\n\n".join(parts) + "\n"
+    parts.append("Notes:\n\n" + "\n".join(f"- {f.text(n)}" for n in notes))
+    return "\n\n".join(parts) + "\n"
