@@ -69,7 +69,9 @@ def test_register_class_reads_metadata_and_creates() -> None:
 
 
 def _write_plugin(root: Path, *, broken: bool = False) -> None:
-    pkg = root / "toyplugin"
+    # A distinct module name per case: sys.modules would otherwise keep the first test's module.
+    module = "toyplugin_broken" if broken else "toyplugin"
+    pkg = root / module
     pkg.mkdir()
     body = "raise RuntimeError('plugin import failed')\n" if broken else textwrap.dedent('''
         import torch
@@ -85,10 +87,10 @@ def _write_plugin(root: Path, *, broken: bool = False) -> None:
                 return (dist - ref).abs().flatten(1).mean(1)
     ''')
     (pkg / "__init__.py").write_text(body)
-    info = root / "toyplugin-1.0.dist-info"
+    info = root / f"{module}-1.0.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toyplugin\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[spips_bench.metrics]\ntoy-l1 = toyplugin:L1\n")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[spips_bench.metrics]\ntoy-l1 = {module}:L1\n")
 
 
 def test_entry_point_plugin_is_discovered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,349 @@
+"""SPIPS, the Scene Perceived Image Perceptual Score (Lao & Yu), as a metric of the zoo.
+
+score = l1 * mean(F_trad) + l2 * mean(F_percept) + l3 * mean(F_sem), with F_g = ReLU(Conv_g(Q_g)) and
+l = softmax(three learned logits) (section III-D; eq. 12). Lower = more similar; 0 for identical images.
+Every choice the paper leaves open is a named constructor option, documented in ``docs/spips.md``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from spips_bench.errors import WeightsIntegrityError
+from spips_bench.metric import Metric
+from spips_bench.weights import sha256_file
+from spips_bench.zoo.spips.deep import LayerHeads, feature_differences, split_layers, unit_normalize
+from spips_bench.zoo.spips.traditional import TraditionalMaps
+
+STREAMS = ("traditional", "perceptual", "semantic")
+BACKBONES = ("alex", "vgg", "squeeze", "alex-st", "vgg-st")
+#: Weight files (names in :mod:`spips_bench.weights`) each backbone loads.
+BACKBONE_WEIGHTS = {
+    "alex": ("alexnet",), "vgg": ("vgg16",), "squeeze": ("squeezenet1_1",),
+    "alex-st": ("stlpips-alex",), "vgg-st": ("stlpips-vgg",),
+}
+#: Options that change what the trained parameters mean; a checkpoint must agree on all of them.
+CONFIG_KEYS = ("backbone", "streams", "feature_norm", "fusion", "color", "psnr_max_db", "ms_scales")
+_ABLATIONS: dict[tuple[str, ...], str] = {("traditional", "perceptual"): "abla1",
+                                          ("perceptual", "semantic"): "abla2"}
+
+
+@dataclass
+class SpipsFeatures:
+    """Per-image features for the 2AFC fast path: the image (the traditional stream needs both images
+    of a pair) and the backbone's tapped layers, already normalised as the metric is configured."""
+
+    image: torch.Tensor
+    layers: list[torch.Tensor]
+
+
+class FusionMLP(torch.nn.Module):
+    """Optional fusion head (``fusion="mlp"``): ``g(v) - g(0)``, ``g`` a two-layer MLP on the stream values.
+
+    Subtracting ``g(0)`` keeps the score 0 for identical images. The data-free initialisation makes it
+    equal to the equal-weight mean of the streams: the first ``S`` hidden units copy the stream values
+    and the output averages them; the other hidden units start with small fixed-seed weights and zero
+    output weight, so training can use them.
+    """
+
+    def __init__(self, n_streams: int, hidden: int = 32) -> None:
+        super().__init__()
+        if hidden < n_streams:
+            raise ValueError(f"hidden={hidden} must be at least the number of streams ({n_streams}).")
+        self.fc1 = torch.nn.Linear(n_streams, hidden)
+        self.fc2 = torch.nn.Linear(hidden, 1)
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            self.fc1.weight.copy_(torch.randn(hidden, n_streams, generator=gen) * 0.1)
+            self.fc1.weight[:n_streams] = torch.eye(n_streams)
+            self.fc1.bias.zero_()
+            self.fc2.weight.zero_()
+            self.fc2.weight[0, :n_streams] = 1.0 / n_streams
+            self.fc2.bias.zero_()
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        g = self.fc2(torch.relu(self.fc1(v)))
+        g0 = self.fc2(torch.relu(self.fc1.bias)).view(1, 1)
+        return (g - g0).squeeze(1)
+
+
+class SPIPS(Metric):
+    """SPIPS (Lao & Yu): PSNR/SSIM/MS-SSIM maps plus perceptual and semantic deep-feature distances.
+
+    Args:
+        backbone: ``"alex"`` (default), ``"vgg"``, ``"squeeze"`` (torchvision ImageNet weights) or
+            ``"alex-st"``, ``"vgg-st"`` (shift-tolerant trunks of ST-LPIPS).
+        streams: which of ``"traditional"``, ``"perceptual"``, ``"semantic"`` to use (ablations drop one).
+        feature_norm: ``"unit"`` (channel unit-normalisation before the squared difference, as LPIPS) or
+            ``"plain"`` (raw features).
+        fusion: ``"sum"`` (eq. 12: softmax-weighted sum of the stream means) or ``"mlp"``.
+        color: traditional maps per RGB channel (``"rgb"``, the paper's 3-channel Q_psnr/Q_ssim) or on
+            luminance (``"luma"``).
+        psnr_max_db: PSNR (dB) at which the local PSNR map saturates to "no loss" (60).
+        ms_scales: MS-SSIM scales kept as map channels (3; fits 41-px and larger inputs).
+        dropout: dropout on the difference maps in training mode only (LPIPS trains with 0.5).
+        pretrained: load the backbone's pretrained weights; ``False`` gives a random trunk (tests only).
+        offline: forbid weight downloads (``None``: read ``SPIPS_BENCH_OFFLINE``).
+        checkpoint: a trained SPIPS checkpoint (safetensors, or torch zip read with weights_only=True);
+            without one the heads keep the data-free initialisation and :attr:`trained` is ``False``.
+
+    Inputs are ``(N, 3, H, W)`` RGB in [0, 1], ``H, W >= 41``; the output is ``(N,)``, >= 0, lower = more
+    similar, 0 for identical images.
+    """
+
+    name = "spips"
+    higher_is_better = False
+    min_size = 41
+    symmetric = True
+    citation = "Lao & Yu, SPIPS: combining global and local perception for image quality assessment"
+
+    def __init__(self, backbone: str = "alex", *, streams: tuple[str, ...] | list[str] = STREAMS,
+                 feature_norm: str = "unit", fusion: str = "sum", color: str = "rgb",
+                 psnr_max_db: float = 60.0, ms_scales: int = 3, dropout: float = 0.5,
+                 pretrained: bool = True, offline: bool | None = None,
+                 checkpoint: str | os.PathLike[str] | None = None) -> None:
+        super().__init__()
+        if backbone not in BACKBONES:
+            raise ValueError(f"backbone={backbone!r} is not supported; choose one of {', '.join(BACKBONES)}.")
+        streams = tuple(streams)
+        if not streams or any(s not in STREAMS for s in streams) or len(set(streams)) != len(streams):
+            raise ValueError(f"streams={streams!r}: give distinct names among {STREAMS}, at least one.")
+        streams = tuple(s for s in STREAMS if s in streams)  # canonical order
+        if feature_norm not in ("unit", "plain"):
+            raise ValueError(f"feature_norm={feature_norm!r} is not supported; use 'unit' or 'plain'.")
+        if fusion not in ("sum", "mlp"):
+            raise ValueError(f"fusion={fusion!r} is not supported; use 'sum' or 'mlp'.")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout={dropout!r} must be in [0, 1).")
+        self.backbone = backbone
+        self.streams = streams
+        self.feature_norm = feature_norm
+        self.fusion = fusion
+        self.weights = BACKBONE_WEIGHTS[backbone] if self._uses_trunk and pretrained else ()
+        self.trained = False
+        self.checkpoint_sha256: str | None = None
+        self.checkpoint_path: Path | None = None
+        self.name = _variant_name(backbone, streams)  # type: ignore[misc]
+
+        self.traditional = TraditionalMaps(color=color, psnr_max_db=psnr_max_db, ms_scales=ms_scales)
+        # 32 px is the smallest input AlexNet's last pooling accepts; the MS-SSIM scales may need more.
+        self.min_size = (  # type: ignore[misc]
+            max(32, self.traditional.min_size) if "traditional" in streams else 32)
+        if "traditional" in streams:
+            self.trad_head = torch.nn.Conv2d(self.traditional.channels, 1, kernel_size=1, bias=False)
+        self.trunk: torch.nn.Module | None = None
+        self.perceptual_layers: list[int] = []
+        self.semantic_layers: list[int] = []
+        if self._uses_trunk:
+            from spips_bench.zoo.backbones import build_trunk
+
+            self.trunk = build_trunk(backbone, pretrained=pretrained, offline=offline)
+            self.trunk.requires_grad_(False)
+            channels = list(self.trunk.channels)  # type: ignore[union-attr]
+            self.perceptual_layers, self.semantic_layers = split_layers(len(channels))
+            if "perceptual" in streams:
+                self.perceptual = LayerHeads([channels[i] for i in self.perceptual_layers],
+                                             unit_features=feature_norm == "unit", dropout=dropout)
+            if "semantic" in streams:
+                self.semantic = LayerHeads([channels[i] for i in self.semantic_layers],
+                                           unit_features=feature_norm == "unit", dropout=dropout)
+        self.logits = torch.nn.Parameter(torch.zeros(len(streams)))
+        self.fusion_mlp = FusionMLP(len(streams)) if fusion == "mlp" else None
+        self.reset_data_free()
+        self.eval()
+        if checkpoint is not None:
+            self.load_checkpoint(checkpoint)
+
+    # -- configuration -----------------------------------------------------------------------------
+
+    @property
+    def _uses_trunk(self) -> bool:
+        return "perceptual" in self.streams or "semantic" in self.streams
+
+    def config(self) -> dict[str, Any]:
+        """The options that give the trained parameters their meaning (stored in every checkpoint)."""
+        return {
+            "backbone": self.backbone, "streams": list(self.streams), "feature_norm": self.feature_norm,
+            "fusion": self.fusion, "color": self.traditional.color,
+            "psnr_max_db": self.traditional.psnr_max_db, "ms_scales": self.traditional.ms_scales,
+        }
+
+    def reset_data_free(self) -> None:
+        """Untrained initialisation: every stream a mean of [0, 1] maps, equal stream weights.
+
+        The traditional head takes the channel mean of its K maps (weights ``1 / K``); the deep heads are
+        set as :class:`~spips_bench.zoo.spips.deep.LayerHeads` describes.
+        """
+        with torch.no_grad():
+            if "traditional" in self.streams:
+                self.trad_head.weight.fill_(1.0 / self.traditional.channels)
+            for group in ("perceptual", "semantic"):
+                if group in self.streams:
+                    getattr(self, group).reset_data_free()
+            self.logits.zero_()
+
+    def clamp_nonnegative(self) -> None:
+        """Keep all 1x1 convolution weights >= 0 (the LPIPS training rule; scores stay >= 0)."""
+        with torch.no_grad():
+            if "traditional" in self.streams:
+                self.trad_head.weight.clamp_(min=0.0)
+            for group in ("perceptual", "semantic"):
+                if group in self.streams:
+                    getattr(self, group).clamp_nonnegative()
+
+    @property
+    def lambdas(self) -> torch.Tensor:
+        """Stream weights ``softmax(logits)``: positive, summing to 1, in the order of :attr:`streams`."""
+        return torch.softmax(self.logits.float(), dim=0)
+
+    def head_parameters(self) -> list[torch.nn.Parameter]:
+        """The learned parameters of SPIPS itself (everything but the backbone)."""
+        return [p for n, p in self.named_parameters() if not n.startswith("trunk.")]
+
+    # -- scoring ----------------------------------------------------------------------------------
+
+    def features(self, x: torch.Tensor) -> SpipsFeatures:
+        """Backbone features of one batch (normalised per ``feature_norm``) plus the image itself."""
+        layers: list[torch.Tensor] = []
+        if self.trunk is not None:
+            layers = list(self.trunk(x))
+            if self.feature_norm == "unit":
+                layers = [unit_normalize(f) for f in layers]
+        return SpipsFeatures(image=x, layers=layers)
+
+    def _traditional_map(self, dist: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        """``ReLU(Conv_trad(Q_trad))``, ``(N, H, W)`` float32."""
+        q = self.traditional(dist, ref)
+        with torch.autocast(device_type=q.device.type, enabled=False):
+            return torch.relu(F.conv2d(q, self.trad_head.weight.float()))[:, 0]
+
+    def stream_values(self, f_dist: SpipsFeatures, f_ref: SpipsFeatures) -> torch.Tensor:
+        """Mean of each stream's map, ``(N, S)`` float32, >= 0 (columns in the order of :attr:`streams`)."""
+        values: list[torch.Tensor] = []
+        if "traditional" in self.streams:
+            values.append(self._traditional_map(f_dist.image, f_ref.image).mean(dim=(1, 2)))
+        if self._uses_trunk:
+            diffs = feature_differences(f_dist.layers, f_ref.layers)
+            for group, idx in (("perceptual", self.perceptual_layers), ("semantic", self.semantic_layers)):
+                if group in self.streams:
+                    head: LayerHeads = getattr(self, group)
+                    with torch.autocast(device_type=diffs[0].device.type, enabled=False):
+                        values.append(head([diffs[i] for i in idx]).float())
+        return torch.stack(values, dim=1)
+
+    def fuse(self, values: torch.Tensor) -> torch.Tensor:
+        """Final score from the stream values ``(N, S)``: ``(N,)``."""
+        if self.fusion_mlp is not None:
+            with torch.autocast(device_type=values.device.type, enabled=False):
+                return self.fusion_mlp(values.float())
+        return (values * self.lambdas.to(values.device)).sum(dim=1)
+
+    def compare(self, f_dist: SpipsFeatures, f_ref: SpipsFeatures) -> torch.Tensor:
+        if not (isinstance(f_dist, SpipsFeatures) and isinstance(f_ref, SpipsFeatures)):
+            raise TypeError("compare() takes two results of SPIPS.features(); got "
+                            f"{type(f_dist).__name__} and {type(f_ref).__name__}.")
+        return self.fuse(self.stream_values(f_dist, f_ref))
+
+    def score(self, dist: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        if self.trunk is None:
+            return self.compare(SpipsFeatures(dist, []), SpipsFeatures(ref, []))
+        # One backbone pass over both images: half the kernel launches of two passes.
+        f = self.features(torch.cat([dist, ref], dim=0))
+        n = dist.shape[0]
+        f_dist = SpipsFeatures(dist, [t[:n] for t in f.layers])
+        f_ref = SpipsFeatures(ref, [t[n:] for t in f.layers])
+        return self.compare(f_dist, f_ref)
+
+    def stream_maps(self, dist: torch.Tensor, ref: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each stream's quality map ``(N, H, W)`` at the input size (for figures; lower = more similar).
+
+        The traditional map is ``ReLU(Conv(Q_trad))``; a deep stream's map is the sum over its layers of
+        ``ReLU(Conv_l(Q_l))`` resized bilinearly to ``H x W``, so its mean approximates the stream value.
+        """
+        h, w = int(dist.shape[-2]), int(dist.shape[-1])
+        out: dict[str, torch.Tensor] = {}
+        if "traditional" in self.streams:
+            out["traditional"] = self._traditional_map(dist, ref)
+        if self.trunk is not None:
+            fd, fr = self.features(dist), self.features(ref)
+            diffs = feature_differences(fd.layers, fr.layers)
+            for group, idx in (("perceptual", self.perceptual_layers), ("semantic", self.semantic_layers)):
+                if group in self.streams:
+                    maps = getattr(self, group).maps([diffs[i] for i in idx])
+                    up = [F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False) for m in maps]
+                    out[group] = torch.stack(up, 0).sum(0)[:, 0]
+        return out
+
+    # -- checkpoints -------------------------------------------------------------------------------
+
+    def trainable_state_dict(self, *, include_backbone: bool = False) -> dict[str, torch.Tensor]:
+        """Parameters a checkpoint stores: the heads and logits, plus the backbone if it was tuned."""
+        return {k: v for k, v in self.state_dict().items()
+                if include_backbone or not k.startswith("trunk.")}
+
+    def save_checkpoint(self, path: str | os.PathLike[str], *, include_backbone: bool = False,
+                        extra: dict[str, str] | None = None) -> Path:
+        """Write the trained parameters and :meth:`config` as a safetensors checkpoint."""
+        from spips_bench.zoo.spips.checkpoint import save_checkpoint
+
+        meta = {"include_backbone": str(bool(include_backbone)).lower(), **(extra or {})}
+        return save_checkpoint(path, self.trainable_state_dict(include_backbone=include_backbone),
+                               self.config(), meta)
+
+    def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
+        """Load trained parameters; afterwards :attr:`trained` is ``True`` and the file's SHA-256 recorded.
+
+        Raises:
+            WeightsIntegrityError: unsafe or unreadable file, a configuration that differs from this
+                metric's, or missing/unexpected parameter names.
+        """
+        from spips_bench.zoo.spips.checkpoint import read_checkpoint
+
+        p = Path(path)
+        state, config, _ = read_checkpoint(p)
+        if config is not None:
+            mine = self.config()
+            diff = {k: (config.get(k), mine[k]) for k in CONFIG_KEYS if config.get(k) != mine[k]}
+            if diff:
+                details = "; ".join(f"{k}: checkpoint {a!r}, metric {b!r}" for k, (a, b) in diff.items())
+                match = _variant_name(config.get("backbone", "?"), config.get("streams", []))
+                raise WeightsIntegrityError(
+                    f"{p}: checkpoint was trained for a different SPIPS configuration ({details}). Create "
+                    f"the matching metric (e.g. {match!r} with the same options) or use a checkpoint "
+                    "trained for this one."
+                )
+        own = self.state_dict()
+        heads = {k for k in own if not k.startswith("trunk.")}
+        unexpected = sorted(k for k in state if k not in own)
+        missing = sorted(heads - set(state))
+        if unexpected or missing:
+            raise WeightsIntegrityError(
+                f"{p}: parameter names do not match {self.name}: missing {missing[:5]}, unexpected "
+                f"{unexpected[:5]}. The file belongs to another model or configuration."
+            )
+        for k, v in state.items():
+            if tuple(v.shape) != tuple(own[k].shape):
+                raise WeightsIntegrityError(
+                    f"{p}: {k} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}."
+                )
+        self.load_state_dict(state, strict=False)
+        self.trained = True
+        self.checkpoint_path = p
+        self.checkpoint_sha256 = sha256_file(p)
+
+    def extra_repr(self) -> str:
+        status = f"trained ({self.checkpoint_sha256[:12]})" if self.checkpoint_sha256 else "untrained"
+        return f"name={self.name!r}, backbone={self.backbone!r}, streams={self.streams}, {status}"
+
+
+def _variant_name(backbone: str, streams: Any) -> str:
+    name = "spips" if backbone == "alex" else f"spips-{backbone}"
+    tag = _ABLATIONS.get(tuple(s for s in STREAMS if s in tuple(streams)))
+    return f"{name}-{tag}" if tag else name
+
