@@ -39,6 +39,7 @@ class MetricSpec:
         citation: short reference with DOI/arXiv id.
         description: one line for ``spips-bench list``.
         trained: ``False`` when the metric's learned parts run from a data-free initialisation.
+        requires: optional Python packages (import names) the metric needs beyond the core install.
         source: ``"builtin"`` or the distribution that provided the plugin.
     """
 
@@ -53,6 +54,7 @@ class MetricSpec:
     citation: str = ""
     description: str = ""
     trained: bool = True
+    requires: tuple[str, ...] = ()
     source: str = "builtin"
 
     @property
@@ -67,6 +69,24 @@ class MetricSpec:
         from spips_bench import weights
 
         return [w for w in self.weights if not weights.is_present(w)]
+
+    def missing_requirements(self) -> list[str]:
+        """Optional packages of ``requires`` that are not installed (found without importing them)."""
+        import importlib.util
+
+        return [m for m in self.requires if importlib.util.find_spec(m) is None]
+
+    def unavailable_reason(self) -> str | None:
+        """Why this metric cannot run on this machine (missing package or weights), or ``None``."""
+        missing = self.missing_requirements()
+        if missing:
+            return (f"needs the optional package(s) {', '.join(missing)}; "
+                    f"install with `pip install {' '.join(missing)}`")
+        absent = self.missing_weights()
+        if absent:
+            return (f"weights not available: {', '.join(absent)}; "
+                    "see `spips-bench weights` and `spips-bench weights fetch NAME`")
+        return None
 
     def load_class(self) -> type:
         module_name, _, attr = self.target.partition(":")
@@ -229,7 +249,7 @@ def load_cards() -> list[MetricSpec]:
             if unknown:
                 raise ValueError(f"card {entry.name}, metric {name!r}: unknown field(s) {sorted(unknown)}")
             table = dict(table)
-            for tup in ("weights", "aliases"):
+            for tup in ("weights", "aliases", "requires"):
                 if tup in table:
                     table[tup] = tuple(table[tup])
             specs.append(MetricSpec(name=name, **table))

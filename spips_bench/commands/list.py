@@ -27,6 +27,8 @@ def catalogue_rows() -> list[dict[str, object]]:
             "weights_present": not missing,
             "missing_weights": missing,
             "trained": spec.trained,
+            "requires": list(spec.requires),
+            "missing_requirements": spec.missing_requirements(),
             "min_size": spec.min_size,
             "symmetric": spec.symmetric,
             "aliases": list(spec.aliases),
@@ -52,15 +54,16 @@ def render_markdown(rows: list[dict[str, object]]) -> str:
         "The present/missing column is left out here because it depends on the machine:",
         "run `spips-bench list` to see it for yours.",
         "",
-        "| metric | better | min size | symmetric | weights | trained | description | reference |",
-        "|---|---|---|---|---|---|---|---|",
+        "| metric | better | min size | symmetric | weights | extra packages | trained | description | reference |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         better = "higher ↑" if r["direction"] == "higher" else "lower ↓"
         weights = ", ".join(r["weights"]) or "-"  # type: ignore[arg-type]
         trained = "yes" if r["trained"] else "untrained by default"
+        extra = ", ".join(r["requires"]) or "-"  # type: ignore[arg-type]
         lines.append(
-            f"| `{r['name']}` | {better} | {r['min_size']} | {'yes' if r['symmetric'] else 'no'} | {weights} "
+            f"| `{r['name']}` | {better} | {r['min_size']} | {'yes' if r['symmetric'] else 'no'} | {weights} | {extra} "
             f"| {trained} | {r['description']} | {r['citation']} |"
         )
     return "\n".join(lines) + "\n"
@@ -76,12 +79,16 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "md":
         print(render_markdown(rows), end="")
         return 0
-    header = ("metric", "better", "needs weights", "weights present", "trained")
+    header = ("metric", "better", "needs weights", "weights present", "trained", "extra packages")
     table = [header]
     for r in rows:
         needs, present = _weights_cell(r)
+        extra = "-"
+        if r["requires"]:
+            missing = r["missing_requirements"]
+            extra = ", ".join(r["requires"]) + (f" (missing: {', '.join(missing)})" if missing else " (installed)")  # type: ignore[arg-type]
         table.append((str(r["name"]), str(r["direction"]), needs, present,
-                      "yes" if r["trained"] else "untrained"))
+                      "yes" if r["trained"] else "untrained", extra))
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for i, row in enumerate(table):
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

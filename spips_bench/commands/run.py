@@ -1,0 +1,100 @@
+"""``spips-bench run``: score metrics on BAPPS (or the demo set) and write the store, summary and tables."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "score metrics on BAPPS 2AFC/JND into a resumable run folder, then write summary.csv and tables"
+
+
+def _csv(value: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {value!r}")
+    return items
+
+
+def _load_size(value: str) -> int | None:
+    if value == "native":
+        return None
+    try:
+        size = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--load-size takes a number of pixels or 'native', got {value!r}") from None
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"--load-size must be at least 1 px, got {size}")
+    return size
+
+
+def _positive(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {n}")
+    return n
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metrics", type=_csv, required=True, metavar="LIST|all",
+                   help="comma-separated metric names (see `spips-bench list`), or 'all'")
+    p.add_argument("--split", choices=("val", "train"), default="val", help="BAPPS split (default val)")
+    p.add_argument("--dataset", choices=("auto", "bapps", "demo"), default="auto",
+                   help="auto: BAPPS under --root if present, else the demo set with synthetic judgments")
+    p.add_argument("--root", type=Path, default=None,
+                   help="BAPPS root holding 2afc/ and jnd/ (default $SPIPS_BENCH_DATA or ./datasets/bapps)")
+    p.add_argument("--categories", type=_csv, default=None, metavar="A,B",
+                   help="categories to score (default: all of the split)")
+    p.add_argument("--kinds", type=_csv, default=None, metavar="2afc,jnd",
+                   help="judgment kinds (default: 2afc and jnd on val, 2afc on train)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="run folder (default ./runs/<dataset>-<split>-<load size>)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--batch-size", type=_positive, default=50, help="samples per batch (default 50)")
+    p.add_argument("--workers", type=_positive, default=2, help="DataLoader worker processes (default 2)")
+    p.add_argument("--amp", action="store_true", help="autocast: bfloat16 on CPU, float16 on CUDA")
+    p.add_argument("--load-size", type=_load_size, default=64, metavar="64|native",
+                   help="resize patches to this many px (BAPPS protocol: 64), or keep their stored size")
+    p.add_argument("--strict", action="store_true",
+                   help="a metric that cannot run is an error, not a footnote")
+    p.add_argument("--bootstrap", type=_positive, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--seed", type=_positive, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="trained parameters for the metrics that take a checkpoint")
+    p.add_argument("--offline", action="store_true", help="never download weights; skip metrics lacking them")
+    p.add_argument("--overwrite", action="store_true",
+                   help="discard results of another configuration in --out instead of refusing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from spips_bench.evaluate import RunConfig, run_benchmark
+
+    if args.batch_size < 1:
+        raise ValueError("--batch-size must be at least 1.")
+    if args.checkpoint is not None and not args.checkpoint.is_file():
+        raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such file.")
+    config = RunConfig(
+        metrics=args.metrics, split=args.split, dataset=args.dataset, root=args.root,
+        categories=args.categories, kinds=args.kinds, out=args.out, device=args.device,
+        batch_size=args.batch_size, workers=args.workers, amp=args.amp, load_size=args.load_size,
+        strict=args.strict, bootstrap=args.bootstrap, seed=args.seed, checkpoint=args.checkpoint,
+        offline=args.offline, overwrite=args.overwrite, progress=not args.no_progress,
+    )
+    result = run_benchmark(config)
+    if result.reports:  # rank 0 only under torchrun
+        rec = result.record
+        for name, info in rec["metrics"].items():
+            if info["status"] == "skipped":
+                print(f"skipped {name}: {info['reason']}", file=sys.stderr)
+        tp = rec.get("throughput", {})
+        print(f"scored {tp.get('items_scored', 0)} samples in {rec.get('duration_s')} s "
+              f"({tp.get('pairs_per_second')} pair scores/s) into {result.out}")
+        if rec.get("nonfinite"):
+            print(f"{len(rec['nonfinite'])} non-finite score(s) stored as nan; see run.json", file=sys.stderr)
+        print((result.reports.get("md") or result.reports["summary"]).read_text(encoding="utf-8"), end="")
+    return 0

@@ -1,0 +1,445 @@
+"""The BAPPS runner: metrics x categories -> per-sample scores in a :class:`~spips_bench.store.ScoreStore`.
+
+Data flow: a ``DataLoader`` (workers decode and resize, :func:`spips_bench.data.bapps.collate` stacks)
+feeds fixed batches of ``batch_size`` consecutive samples to every metric on the chosen device, under
+``torch.inference_mode`` and, with ``amp``, autocast (bfloat16 on CPU, float16 on CUDA). Scores reach
+the store every ``flush_every`` batches; a rerun skips batches already stored, and because batches are
+always the same runs of consecutive samples, the resumed store equals an uninterrupted one byte for byte.
+
+Argument order follows the metric contract ``metric(dist, ref)``:
+
+* 2AFC: ``d0 = metric(p0, ref)``, ``d1 = metric(p1, ref)``. A metric with the ``features``/``compare``
+  fast path costs three feature passes per triplet (ref, p0, p1) instead of four.
+* JND: ``d = metric(p0, p1)``, i.e. ``p0`` is scored as the distorted image and ``p1`` is the reference.
+
+A non-finite score is stored as ``nan``, reported per sample, and excluded from every statistic.
+
+Under ``torchrun`` (``WORLD_SIZE > 1``) each rank takes the batches ``rank, rank + world, ...`` of each
+category, writes them under ``parts/rank<r>/``, and rank 0 merges the parts and writes the reports.
+Only control messages travel between ranks (scores travel through the store), so the process group is
+always ``gloo``, also when the metrics run on CUDA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from spips_bench.errors import RunConfigError
+from spips_bench.runinfo import (
+    ActiveMetric,
+    build_metrics,
+    check_fingerprint,
+    describe_run,
+    nonfinite_samples,
+    package_versions,
+    resolve_plan,
+    start_record,
+    use_offline,
+    write_reports,
+)
+from spips_bench.store import ScoreStore
+
+#: Called after every flush of the store with (kind, category, batches flushed so far in this category).
+FlushHook = Callable[[str, str, int], None]
+
+
+@dataclass
+class RunConfig:
+    """Everything ``spips-bench run`` needs; the CLI fills it from its arguments.
+
+    Attributes:
+        metrics: registry names, or ``["all"]`` for every registered metric.
+        split: ``"val"`` or ``"train"``.
+        dataset: ``"auto"`` (BAPPS under ``root`` if present, else the demo set), ``"bapps"`` or ``"demo"``.
+        root: BAPPS root (holding ``2afc/``, ``jnd/``); None: ``$SPIPS_BENCH_DATA`` or ``./datasets/bapps``.
+            With ``dataset="demo"`` an explicit root is where the demo set is generated.
+        categories: category names (applied to each kind that has them); None: all of the split.
+        kinds: subset of ``("2afc", "jnd")``; None: both on val, 2AFC on train.
+        out: run folder; None: ``./runs/<dataset>-<split>-<load size>``.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        batch_size: samples per batch (also the unit of resuming and sharding).
+        workers: DataLoader worker processes (0 decodes in the main process).
+        amp: autocast (bfloat16 on CPU, float16 on CUDA).
+        load_size: side in px of the bilinear resize (BAPPS protocol: 64); None keeps the stored size.
+        strict: a metric that cannot run (missing weights) is an error instead of a skipped row.
+        bootstrap: bootstrap resamples for the intervals in ``summary.csv``.
+        seed: bootstrap seed.
+        checkpoint: trained parameters passed as ``checkpoint=`` to every metric that accepts it.
+        offline: never download; metrics whose weights are absent are skipped.
+        overwrite: discard an existing run folder of another configuration instead of refusing.
+        flush_every: batches between writes of the store (an interruption loses at most these).
+        progress: show a progress bar per category on stderr.
+    """
+
+    metrics: list[str]
+    split: str = "val"
+    dataset: str = "auto"
+    root: Path | None = None
+    categories: list[str] | None = None
+    kinds: list[str] | None = None
+    out: Path | None = None
+    device: str = "auto"
+    batch_size: int = 50
+    workers: int = 0
+    amp: bool = False
+    load_size: int | None = 64
+    strict: bool = False
+    bootstrap: int = 1000
+    seed: int = 0
+    checkpoint: Path | None = None
+    offline: bool = False
+    overwrite: bool = False
+    flush_every: int = 20
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "flush_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}.")
+        if self.workers < 0 or self.bootstrap < 0:
+            raise ValueError(f"workers and bootstrap must be >= 0, got {self.workers}, {self.bootstrap}.")
+        if self.dataset not in ("auto", "bapps", "demo"):
+            raise ValueError(f"dataset must be 'auto', 'bapps' or 'demo', got {self.dataset!r}.")
+        if not self.metrics:
+            raise ValueError("no metrics requested; pass metric names or 'all' (see `spips-bench list`).")
+
+
+@dataclass
+class _Tally:
+    """What one category's scoring counts: image conversions seen, seconds spent in each metric."""
+
+    conversions: Counter[str]
+    seconds: dict[str, float]
+
+
+@dataclass
+class RunResult:
+    """What :func:`run_benchmark` produced: the folder, its run record and the report paths."""
+
+    out: Path
+    record: dict[str, Any]
+    reports: dict[str, Path] = field(default_factory=dict)
+
+
+# -- torchrun --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> _Dist:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group(backend="gloo")
+        return cls(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def share(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        if self.world == 1:
+            return obj
+        import torch.distributed as dist
+
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def total(self, value: Any) -> Any:
+        """The sum over ranks of ``value`` (a number, or a dict of numbers)."""
+        if self.world == 1:
+            return value
+        import torch.distributed as dist
+
+        values: list[Any] = [None] * self.world
+        dist.all_gather_object(values, value)
+        if isinstance(value, dict):
+            return {k: sum(v.get(k, 0) for v in values) for k in sorted(set().union(*values))}
+        return sum(values)
+
+
+# -- setup -----------------------------------------------------------------------------------------------
+
+
+def _device(requested: str, d: _Dist) -> Any:
+    import torch
+
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(requested)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {requested}: no CUDA device is visible here; use --device cpu.")
+        if dev.index is None:
+            dev = torch.device("cuda", d.local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(dev)
+    elif dev.type != "cpu":
+        raise ValueError(f"--device {requested!r} is not supported; use auto, cpu or cuda.")
+    return dev
+
+
+def _dataset(config: RunConfig, d: _Dist) -> tuple[str, Path]:
+    """``(name, root)`` of the data to score; prints a notice when ``auto`` falls back to the demo set."""
+    from spips_bench.data.bapps import bapps_present
+
+    bapps_root = Path(config.root or os.environ.get("SPIPS_BENCH_DATA") or "datasets/bapps")
+    name = config.dataset
+    if name == "auto":
+        name = "bapps" if bapps_present(bapps_root, config.split) else "demo"
+        if name == "demo" and d.rank == 0:
+            print(f"NOTICE: BAPPS not found under {bapps_root}; running on the built-in demo set with "
+                  "synthetic judgments; download BAPPS with "
+                  f"`spips-bench download bapps --split {config.split}`", file=sys.stderr)
+    if name == "bapps":
+        if not bapps_present(bapps_root, config.split):
+            from spips_bench.errors import DatasetError
+
+            raise DatasetError(
+                f"{bapps_root / '2afc' / config.split}: BAPPS {config.split} not found. Download it with "
+                f"`spips-bench download bapps --split {config.split}`, pass --root, or use --dataset demo.")
+        return name, bapps_root.resolve()
+    from spips_bench.data.demo import ensure_demo
+
+    demo_root = config.root if config.dataset == "demo" else None
+    root = ensure_demo(demo_root) if d.rank == 0 else None
+    d.barrier()  # rank 0 generates the set once; the others then find it complete
+    return name, (root if root is not None else ensure_demo(demo_root)).resolve()
+
+
+# -- scoring ---------------------------------------------------------------------------------------------
+
+
+def _scores(metric: Any, dist: Any, ref: Any) -> Any:
+    out = metric(dist, ref)
+    return _check_output(metric, out, dist.shape[0])
+
+
+def _check_output(metric: Any, out: Any, n: int) -> Any:
+    import torch
+
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (n,):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"metric {type(metric).__name__} returned {shape} for a batch of {n}; the metric "
+                         f"contract asks for a ({n},) tensor (flatten inside the metric).")
+    return out.detach().float().cpu().double()
+
+
+def score_batch(kind: str, metric: Any, batch: dict[str, Any]) -> list[Any]:
+    """Per-sample scores of one batch already on the metric's device: ``[d0, d1]`` (2AFC) or ``[d]`` (JND)."""
+    if kind == "jnd":
+        return [_scores(metric, batch["p0"], batch["p1"])]
+    ref, p0, p1 = batch["ref"], batch["p0"], batch["p1"]
+    if getattr(metric, "has_features", False):
+        from spips_bench.validation import validate_pair
+
+        min_size = int(getattr(metric, "min_size", 1))
+        validate_pair(p0, ref, min_size=min_size)
+        validate_pair(p1, ref, min_size=min_size)
+        f_ref = metric.features(ref)
+        n = ref.shape[0]
+        return [_check_output(metric, metric.compare(metric.features(p), f_ref), n) for p in (p0, p1)]
+    return [_scores(metric, p0, ref), _scores(metric, p1, ref)]
+
+
+def _autocast(device: Any, amp: bool) -> contextlib.AbstractContextManager[Any]:
+    import torch
+
+    if not amp:
+        return contextlib.nullcontext()
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _batches(n: int, size: int) -> list[list[int]]:
+    return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+
+
+def _score_category(config: RunConfig, store: ScoreStore, d: _Dist, device: Any, root: Path, kind: str,
+                    category: str, active: list[ActiveMetric], tally: _Tally, hook: FlushHook | None,
+                    ) -> tuple[int, int]:
+    """Score this rank's share of one category; returns (samples scored, samples in the category)."""
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from spips_bench.data.bapps import JNDDataset, TwoAFCDataset, collate
+    from spips_bench.store import JUDGMENT_COLUMN
+
+    ds = (TwoAFCDataset if kind == "2afc" else JNDDataset)(root, config.split, category, config.load_size)
+    names = list(ds.names)
+    stored = [set(store.read_judgments(kind, category))]
+    stored += [set(store.read_scores(kind, category, a.name)) for a in active]
+    todo = [b for b in _batches(len(names), config.batch_size)[d.rank::d.world]
+            if not all(names[i] in s for s in stored for i in b)]
+    if not todo:
+        return 0, len(names)
+    judgments = store.judgment_writer(kind, category)
+    writers = [store.score_writer(kind, category, a.name) for a in active]
+    cuda = device.type == "cuda"
+    loader = DataLoader(ds, batch_sampler=todo, num_workers=config.workers, collate_fn=collate,
+                        pin_memory=cuda)
+    bar = tqdm(total=sum(map(len, todo)), desc=f"{kind}/{category}", unit="item", file=sys.stderr,
+               disable=not config.progress or d.rank != 0, dynamic_ncols=True)
+    done = 0
+
+    def flush() -> None:
+        for w in [*writers, judgments]:  # judgments last: a batch counts as stored only when they are
+            w.flush()
+
+    try:
+        with torch.inference_mode():
+            for bi, batch in enumerate(loader):
+                samples = batch["name"]
+                moved = {k: v.to(device, non_blocking=cuda) for k, v in batch.items()
+                         if isinstance(v, torch.Tensor)}
+                for a, w in zip(active, writers, strict=True):
+                    t0 = time.perf_counter()
+                    with _autocast(device, config.amp):
+                        cols = score_batch(kind, a.metric, moved)  # ends on the CPU: includes device sync
+                    tally.seconds[a.name] = tally.seconds.get(a.name, 0.0) + time.perf_counter() - t0
+                    columns = [c.tolist() for c in cols]
+                    for j, sample in enumerate(samples):
+                        values = tuple(c[j] for c in columns)
+                        if not all(map(math.isfinite, values)):
+                            bar.write(f"warning: {a.name} gave {values} for {kind}/{category} sample "
+                                      f"{sample}; stored as nan and excluded from statistics",
+                                      file=sys.stderr)
+                            values = tuple(v if math.isfinite(v) else math.nan for v in values)
+                        w.add(sample, values)
+                for sample, value in zip(samples, batch[JUDGMENT_COLUMN[kind]].tolist(), strict=True):
+                    judgments.add(sample, (float(value),))
+                tally.conversions.update(c for item in batch["conversions"] for c in item)
+                done += len(samples)
+                bar.update(len(samples))
+                if (bi + 1) % config.flush_every == 0:
+                    flush()
+                    if hook is not None:
+                        hook(kind, category, bi + 1)
+    finally:
+        flush()  # whatever finished, also on an interruption
+        bar.close()
+    return done, len(names)
+
+
+@contextlib.contextmanager
+def _maybe_lock(store: ScoreStore, d: _Dist) -> Iterator[None]:
+    if d.rank == 0:
+        with store.lock():
+            yield
+    else:
+        yield
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def run_benchmark(config: RunConfig, *, hook: FlushHook | None = None) -> RunResult:
+    """Score ``config.metrics`` on BAPPS (or the demo set) into a run folder and write the reports.
+
+    Raises:
+        RunConfigError: the folder holds another configuration's results, or another run holds it.
+        WeightsUnavailableError: with ``strict``, a metric whose weights are absent.
+        DatasetError / ImageReadError: missing or broken dataset files, named in the message.
+        ValueError: bad arguments (unknown category, device, kind).
+    """
+    d = _Dist.from_env()
+    offline = use_offline(config)
+    device = _device(config.device, d)
+    plan = resolve_plan(config)
+    name, root = _dataset(config, d)
+    active, metric_info, metric_prints = build_metrics(config, device, offline)
+    load = config.load_size or "native"
+    out = Path(config.out or f"runs/{name}-{config.split}-{load}")
+    store = ScoreStore(out, rank=d.rank, world_size=d.world)
+    versions = package_versions()
+    dataset_info, fingerprint = describe_run(config, name, root, device.type, versions, metric_prints)
+    started, t0 = _now(), time.perf_counter()
+    with _maybe_lock(store, d):
+        previous: dict[str, Any] | None = None
+        error = None
+        if d.rank == 0:
+            try:
+                previous = store.read_run()
+                if previous is None and not store.is_fresh():
+                    raise RunConfigError(f"{out} exists, is not empty and holds no run.json; choose another "
+                                         "--out.")
+                if config.overwrite and previous is not None:
+                    store.clear()
+                    previous = None
+                check_fingerprint(store, previous, fingerprint)
+            except RunConfigError as exc:
+                error = str(exc)
+        error = d.share(error)
+        if error is not None:
+            raise RunConfigError(error)
+        record = start_record(config, previous=previous, versions=versions, fingerprint=fingerprint,
+                              dataset=dataset_info, metrics=metric_info, device=device, world_size=d.world,
+                              started=started)
+        if d.rank == 0:
+            store.write_run(record)
+        d.barrier()
+        conversions: dict[str, dict[str, int]] = {}
+        seconds: dict[str, float] = {}
+        scored = 0
+        pairs = 0
+        try:
+            for kind, category in plan:
+                tally = _Tally(Counter(), seconds)
+                n_done, n_total = _score_category(config, store, d, device, root, kind, category, active,
+                                                  tally, hook)
+                record["categories"][f"{kind}/{category}"] = n_total
+                scored += n_done
+                pairs += n_done * (2 if kind == "2afc" else 1) * len(active)
+                if tally.conversions:
+                    conversions[f"{kind}/{category}"] = dict(sorted(tally.conversions.items()))
+        except KeyboardInterrupt:
+            if d.rank == 0:  # the scores flushed so far stay; a rerun of the same command resumes
+                record.update(status="interrupted", interrupted=_now())
+                store.write_run(record)
+            raise
+        scored, pairs, seconds = d.total(scored), d.total(pairs), d.total(seconds)
+        d.barrier()
+        reports: dict[str, Path] = {}
+        if d.rank == 0:
+            store.merge_parts()
+            wall = time.perf_counter() - t0
+            record.update(status="complete", finished=_now(), duration_s=round(wall, 3),
+                          throughput={"items_scored": scored, "pair_scores": pairs,
+                                      "items_per_second": round(scored / wall, 3),
+                                      "pairs_per_second": round(pairs / wall, 3)},
+                          metric_seconds={k: round(v, 3) for k, v in seconds.items()},
+                          # pairs each metric scored per second of its own compute (decoding excluded)
+                          metric_pairs_per_second={k: round(pairs / len(active) / v, 3)
+                                                   for k, v in seconds.items() if v > 0},
+                          conversions=conversions, nonfinite=nonfinite_samples(store))
+            record["categories"] = dict(sorted(record["categories"].items()))
+            for a in active:  # what each metric holds in this folder, for `spips-bench tables --check`
+                entry = record["metrics"][a.name]
+                entry["scored"] = sorted({*entry.get("scored", []), *(f"{k}/{c}" for k, c in plan)})
+            store.write_run(record)
+            reports = write_reports(out)
+        d.barrier()
+    return RunResult(out=out, record=record, reports=reports)
