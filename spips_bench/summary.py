@@ -14,9 +14,9 @@ Statistics (all higher = better agreement with humans; see :mod:`spips_bench.sta
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from spips_bench import stats
+from spips_bench.store import atomic_write_text
 
 STATISTICS_2AFC = (
     "2afc_score", "plcc", "srcc", "krcc", "plcc_continuous", "srcc_continuous", "krcc_continuous",
@@ -172,22 +173,15 @@ def write_summary_csv(path: str | os.PathLike[str], rows: Iterable[SummaryRow]) 
     Floats are written with ``repr`` (shortest round-tripping form, ``nan`` for missing), so the file
     is byte-stable across a read/write round trip.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh, lineterminator="\n")
-            writer.writerow(COLUMNS)
-            for row in rows:
-                if not isinstance(row, SummaryRow):
-                    raise TypeError(f"write_summary_csv takes SummaryRow objects, got {type(row).__name__}.")
-                writer.writerow([row.kind, row.category, row.metric, row.statistic, repr(float(row.value)),
-                                 repr(float(row.ci_low)), repr(float(row.ci_high)), str(int(row.n))])
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for row in rows:
+        if not isinstance(row, SummaryRow):
+            raise TypeError(f"write_summary_csv takes SummaryRow objects, got {type(row).__name__}.")
+        writer.writerow([row.kind, row.category, row.metric, row.statistic, repr(float(row.value)),
+                         repr(float(row.ci_low)), repr(float(row.ci_high)), str(int(row.n))])
+    atomic_write_text(Path(path), buf.getvalue())
 
 
 def read_summary_csv(path: str | os.PathLike[str]) -> list[SummaryRow]:
