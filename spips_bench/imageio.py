@@ -55,6 +55,7 @@ def read_image(path: str | os.PathLike[str], size: int | None = None) -> LoadedI
             im.load()
             mode = im.mode
             conversion: str | None = None
+            rgb: Image.Image
             if mode == "RGB":
                 rgb = im
             elif mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -70,7 +71,7 @@ def read_image(path: str | os.PathLike[str], size: int | None = None) -> LoadedI
                 rgb = im.convert("RGB")
                 conversion = f"{mode}->RGB"
             if size is not None and rgb.size != (size, size):
-                rgb = rgb.resize((size, size), Image.BILINEAR)
+                rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
             arr = np.asarray(rgb, dtype=np.float32) / 255.0
     except FileNotFoundError as exc:
         raise ImageReadError(f"{p}: no such file; check the path.") from exc

@@ -61,6 +61,7 @@ def _check_structure(x: object, *, name: str, min_size: int) -> None:
 def _check_values(x: torch.Tensor, *, name: str) -> None:
     import torch
 
+    x = x.detach()  # the checks read values only; no autograd bookkeeping or warnings for losses
     finite = torch.isfinite(x)
     if not bool(finite.all()):
         bad = int((~finite).sum())

@@ -315,7 +315,7 @@ def _record(root: Path, filename: str, url: str, size: int, digest: str) -> None
     if filename in files:
         return
     files[filename] = {"file": filename, "url": url, "size": size, "sha256": digest,
-                       "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+                       "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
     tmp = _manifest_path(root).with_suffix(".tmp")
     tmp.write_text(json.dumps({"files": files}, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, _manifest_path(root))
