@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import http.client
 import json
 import os
@@ -34,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from spips_bench.errors import DownloadError, UnsafeArchiveError
+from spips_bench.weights import sha256_file
 
 DEFAULT_URL_BASE = "https://perceptual-similarity.s3.us-west-2.amazonaws.com/dataset/"
 FALLBACK_URL_BASE = "https://people.eecs.berkeley.edu/~rich.zhang/projects/2018_perceptual/dataset/"
@@ -150,7 +150,7 @@ def _fetch_one(root: Path, arch: Archive, url: str, pinned: str | None, keep: bo
     downloaded = False
     if archive.is_file():
         log(f"{archive}: archive already downloaded; verifying it.")
-        digest = _sha256(archive)
+        digest = sha256_file(archive)
         _check_hash(root, arch.filename, archive, archive.stat().st_size, digest, pinned)
     else:
         if forbid:
@@ -161,7 +161,7 @@ def _fetch_one(root: Path, arch: Archive, url: str, pinned: str | None, keep: bo
         recorded_size = _manifest_entry(root, arch.filename).get("size")
         size = _transfer(url, part, recorded_size if isinstance(recorded_size, int) else None, progress,
                          retries, timeout, backoff)
-        digest = _sha256(part)
+        digest = sha256_file(part)
         _check_hash(root, arch.filename, part, size, digest, pinned)
         os.replace(part, archive)
         _record(root, arch.filename, url, size, digest)
@@ -278,14 +278,6 @@ def _expected_total(response: http.client.HTTPResponse, offset: int, known_size:
                             f"{known_size}; the file on the server changed. Delete its entry in "
                             f"{MANIFEST_NAME} to accept the new file.")
     return total, offset
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _manifest_path(root: Path) -> Path:
