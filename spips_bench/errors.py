@@ -41,3 +41,7 @@ class DownloadError(SpipsBenchError, OSError):
 class UnsafeArchiveError(SpipsBenchError, ValueError):
     """An archive holds members that could write outside the target folder (absolute paths, ``..``,
     links, device files) or does not have the expected layout."""
+
+
+class StoreWriteError(SpipsBenchError, OSError):
+    """A run folder cannot be written (disk full, no permission); what was stored before stays intact."""

@@ -14,6 +14,13 @@ Argument order follows the metric contract ``metric(dist, ref)``:
 
 A non-finite score is stored as ``nan``, reported per sample, and excluded from every statistic.
 
+A sample whose files cannot be used (unreadable, corrupt, unpaired, a judgment outside [0, 1], images
+of different sizes at the native load size) stops the run with ``on_error="fail"``: the error names the
+file and the problem, everything scored before stays stored, and a rerun resumes. With
+``on_error="skip"`` the run goes on; the sample gets no row in the store (no scores, no judgment), is
+listed with its file and reason under ``"skipped"`` in ``run.json``, and the tables footnote the count.
+Its batch counts as unfinished, so every rerun tries the sample again (a repaired file is picked up).
+
 Under ``torchrun`` (``WORLD_SIZE > 1``) each rank takes the batches ``rank, rank + world, ...`` of each
 category, writes them under ``parts/rank<r>/``, and rank 0 merges the parts and writes the reports.
 Only control messages travel between ranks (scores travel through the store), so the process group is
@@ -34,7 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from spips_bench.errors import RunConfigError
+from spips_bench.errors import DatasetError, ImageReadError, RunConfigError, StoreWriteError
 from spips_bench.runinfo import (
     ActiveMetric,
     build_metrics,
@@ -51,6 +58,8 @@ from spips_bench.store import ScoreStore
 
 #: Called after every flush of the store with (kind, category, batches flushed so far in this category).
 FlushHook = Callable[[str, str, int], None]
+#: The policies for a sample that cannot be used; the first is the default.
+ON_ERROR = ("fail", "skip")
 
 
 @dataclass
@@ -79,6 +88,8 @@ class RunConfig:
         overwrite: discard an existing run folder of another configuration instead of refusing.
         flush_every: batches between writes of the store (an interruption loses at most these).
         progress: show a progress bar per category on stderr.
+        on_error: what a sample that cannot be used does: ``"fail"`` stops the run naming the file,
+            ``"skip"`` leaves the sample out and lists it in ``run.json`` (see the module docstring).
     """
 
     metrics: list[str]
@@ -101,6 +112,7 @@ class RunConfig:
     overwrite: bool = False
     flush_every: int = 20
     progress: bool = True
+    on_error: str = "fail"
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "flush_every"):
@@ -112,14 +124,18 @@ class RunConfig:
             raise ValueError(f"dataset must be 'auto', 'bapps' or 'demo', got {self.dataset!r}.")
         if not self.metrics:
             raise ValueError("no metrics requested; pass metric names or 'all' (see `spips-bench list`).")
+        if self.on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}, got {self.on_error!r}.")
 
 
 @dataclass
 class _Tally:
-    """What one category's scoring counts: image conversions seen, seconds spent in each metric."""
+    """What one category's scoring counts: image conversions seen, seconds spent in each metric, and
+    the samples skipped under ``on_error="skip"``."""
 
     conversions: Counter[str]
     seconds: dict[str, float]
+    skipped: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -178,6 +194,16 @@ class _Dist:
         if isinstance(value, dict):
             return {k: sum(v.get(k, 0) for v in values) for k in sorted(set().union(*values))}
         return sum(values)
+
+    def gather(self, items: list[Any]) -> list[Any]:
+        """Every rank's ``items``, concatenated in rank order."""
+        if self.world == 1:
+            return items
+        import torch.distributed as dist
+
+        values: list[Any] = [None] * self.world
+        dist.all_gather_object(values, items)
+        return [x for v in values for x in v]
 
 
 # -- setup -----------------------------------------------------------------------------------------------
@@ -287,7 +313,13 @@ def _score_category(config: RunConfig, store: ScoreStore, d: _Dist, device: Any,
     from spips_bench.data.bapps import JNDDataset, TwoAFCDataset, collate
     from spips_bench.store import JUDGMENT_COLUMN
 
-    ds = (TwoAFCDataset if kind == "2afc" else JNDDataset)(root, config.split, category, config.load_size)
+    # Problems come back as items, so that the main process reports them (a worker's exception would
+    # arrive wrapped in its traceback) and the policy decides.
+    ds = (TwoAFCDataset if kind == "2afc" else JNDDataset)(root, config.split, category, config.load_size,
+                                                           report_problems=True)
+    if ds.pairing_error is not None and config.on_error == "fail":
+        raise DatasetError(f"{ds.pairing_error} Or pass --on-error skip to score the paired samples and "
+                           "list the others in run.json.")
     names = list(ds.names)
     stored = [set(store.read_judgments(kind, category))]
     stored += [set(store.read_scores(kind, category, a.name)) for a in active]
@@ -311,36 +343,69 @@ def _score_category(config: RunConfig, store: ScoreStore, d: _Dist, device: Any,
     try:
         with torch.inference_mode():
             for bi, batch in enumerate(loader):
+                for problem in batch.get("problems", []):
+                    _problem(config, kind, category, problem, tally, bar)
                 samples = batch["name"]
                 moved = {k: v.to(device, non_blocking=cuda) for k, v in batch.items()
                          if isinstance(v, torch.Tensor)}
-                for a, w in zip(active, writers, strict=True):
-                    t0 = time.perf_counter()
-                    with _autocast(device, config.amp):
-                        cols = score_batch(kind, a.metric, moved)  # ends on the CPU: includes device sync
-                    tally.seconds[a.name] = tally.seconds.get(a.name, 0.0) + time.perf_counter() - t0
-                    columns = [c.tolist() for c in cols]
-                    for j, sample in enumerate(samples):
-                        values = tuple(c[j] for c in columns)
-                        if not all(map(math.isfinite, values)):
-                            bar.write(f"warning: {a.name} gave {values} for {kind}/{category} sample "
-                                      f"{sample}; stored as nan and excluded from statistics",
-                                      file=sys.stderr)
-                            values = tuple(v if math.isfinite(v) else math.nan for v in values)
-                        w.add(sample, values)
-                for sample, value in zip(samples, batch[JUDGMENT_COLUMN[kind]].tolist(), strict=True):
-                    judgments.add(sample, (float(value),))
-                tally.conversions.update(c for item in batch["conversions"] for c in item)
+                if samples:  # empty when every sample of the batch was skipped
+                    _add_scores(config, kind, category, active, writers, moved, samples, device, tally, bar)
+                    for sample, value in zip(samples, batch[JUDGMENT_COLUMN[kind]].tolist(), strict=True):
+                        judgments.add(sample, (float(value),))
+                    tally.conversions.update(c for item in batch["conversions"] for c in item)
                 done += len(samples)
-                bar.update(len(samples))
+                bar.update(len(samples) + len(batch.get("problems", [])))
                 if (bi + 1) % config.flush_every == 0:
                     flush()
                     if hook is not None:
                         hook(kind, category, bi + 1)
+    except BaseException as exc:
+        try:
+            flush()  # whatever finished stays stored, also on an interruption or a bad sample
+        except StoreWriteError as failed:
+            if failed is not exc and not isinstance(exc, StoreWriteError):
+                exc.add_note(f"The scores since the last flush could not be stored either: {failed}")
+        raise
+    else:
+        flush()
     finally:
-        flush()  # whatever finished, also on an interruption
         bar.close()
     return done, len(names)
+
+
+def _add_scores(config: RunConfig, kind: str, category: str, active: list[ActiveMetric], writers: list[Any],
+                moved: dict[str, Any], samples: list[str], device: Any, tally: _Tally, bar: Any) -> None:
+    """Score one batch with every metric and hand the per-sample values to the store's writers."""
+    for a, w in zip(active, writers, strict=True):
+        t0 = time.perf_counter()
+        with _autocast(device, config.amp):
+            cols = score_batch(kind, a.metric, moved)  # ends on the CPU: includes device sync
+        tally.seconds[a.name] = tally.seconds.get(a.name, 0.0) + time.perf_counter() - t0
+        columns = [c.tolist() for c in cols]
+        for j, sample in enumerate(samples):
+            values = tuple(c[j] for c in columns)
+            if not all(map(math.isfinite, values)):
+                bar.write(f"warning: {a.name} gave {values} for {kind}/{category} sample {sample}; stored "
+                          "as nan and excluded from statistics", file=sys.stderr)
+                values = tuple(v if math.isfinite(v) else math.nan for v in values)
+            w.add(sample, values)
+
+
+def _problem(config: RunConfig, kind: str, category: str, problem: dict[str, str], tally: _Tally,
+             bar: Any) -> None:
+    """Apply the ``on_error`` policy to one sample that cannot be used.
+
+    ``problem`` is an entry of a batch's ``"problems"`` (:func:`spips_bench.data.bapps.collate`).
+    """
+    sample, file, reason = problem["name"], problem["file"], problem["reason"]
+    if config.on_error == "fail":
+        error = ImageReadError if problem.get("error") == "ImageReadError" else DatasetError
+        raise error(f"{file}: {reason.rstrip('.')} ({kind}/{category} sample {sample}). Or pass --on-error "
+                    "skip to go on without this sample; everything scored so far is stored and a rerun "
+                    "of the same command resumes.")
+    tally.skipped.append({"kind": kind, "category": category, "sample": sample, "file": file,
+                          "reason": reason})
+    bar.write(f"skipped {kind}/{category} sample {sample}: {file}: {reason}", file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -356,14 +421,25 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def _sorted_skips(entries: list[dict[str, str]]) -> list[dict[str, str]]:
+    """One entry per skipped (kind, category, sample), in a stable order."""
+    unique = {(e["kind"], e["category"], e["sample"]): e for e in entries}
+    return [unique[k] for k in sorted(unique)]
+
+
 def run_benchmark(config: RunConfig, *, hook: FlushHook | None = None) -> RunResult:
     """Score ``config.metrics`` on BAPPS (or the demo set) into a run folder and write the reports.
 
     Raises:
         RunConfigError: the folder holds another configuration's results, or another run holds it.
         WeightsUnavailableError: with ``strict``, a metric whose weights are absent.
-        DatasetError / ImageReadError: missing or broken dataset files, named in the message.
+        DatasetError / ImageReadError: missing or broken dataset files, named in the message (with
+            ``on_error="skip"`` only a missing or empty category folder; bad samples are skipped).
+        StoreWriteError: the run folder cannot be written (disk full, no permission).
         ValueError: bad arguments (unknown category, device, kind).
+
+    On any error the scores flushed so far stay in the store, ``run.json`` says ``"interrupted"`` or
+    ``"failed"`` (with the error), and rerunning the same command resumes.
     """
     d = _Dist.from_env()
     offline = use_offline(config)
@@ -390,6 +466,7 @@ def run_benchmark(config: RunConfig, *, hook: FlushHook | None = None) -> RunRes
                     store.clear()
                     previous = None
                 check_fingerprint(store, previous, fingerprint)
+                store.remove_stale_temporaries()  # of a run killed while writing; the lock is ours
             except RunConfigError as exc:
                 error = str(exc)
         error = d.share(error)
@@ -398,6 +475,7 @@ def run_benchmark(config: RunConfig, *, hook: FlushHook | None = None) -> RunRes
         record = start_record(config, previous=previous, versions=versions, fingerprint=fingerprint,
                               dataset=dataset_info, metrics=metric_info, device=device, world_size=d.world,
                               started=started)
+        record["skipped"] = list((previous or {}).get("skipped", []))  # until this run knows better
         if d.rank == 0:
             store.write_run(record)
         d.barrier()
@@ -405,22 +483,33 @@ def run_benchmark(config: RunConfig, *, hook: FlushHook | None = None) -> RunRes
         seconds: dict[str, float] = {}
         scored = 0
         pairs = 0
+        # Skipped samples of the categories scored now are found again (their batches stay unfinished);
+        # those of other categories, from earlier invocations into this folder, are kept.
+        earlier = [e for e in (previous or {}).get("skipped", []) if (e["kind"], e["category"]) not in plan]
+        found: list[dict[str, str]] = []
         try:
             for kind, category in plan:
                 tally = _Tally(Counter(), seconds)
-                n_done, n_total = _score_category(config, store, d, device, root, kind, category, active,
-                                                  tally, hook)
+                try:
+                    n_done, n_total = _score_category(config, store, d, device, root, kind, category, active,
+                                                      tally, hook)
+                finally:
+                    found += tally.skipped
                 record["categories"][f"{kind}/{category}"] = n_total
                 scored += n_done
                 pairs += n_done * (2 if kind == "2afc" else 1) * len(active)
                 if tally.conversions:
                     conversions[f"{kind}/{category}"] = dict(sorted(tally.conversions.items()))
-        except KeyboardInterrupt:
+        except BaseException as exc:
             if d.rank == 0:  # the scores flushed so far stay; a rerun of the same command resumes
-                record.update(status="interrupted", interrupted=_now())
-                store.write_run(record)
+                stop = ({"status": "interrupted", "interrupted": _now()} if isinstance(exc, KeyboardInterrupt)
+                        else {"status": "failed", "failed": _now(), "error": str(exc)})
+                record.update(stop, skipped=_sorted_skips(earlier + found))
+                with contextlib.suppress(StoreWriteError):  # a full disk: the earlier run.json stays
+                    store.write_run(record)
             raise
         scored, pairs, seconds = d.total(scored), d.total(pairs), d.total(seconds)
+        found = d.gather(found)
         d.barrier()
         reports: dict[str, Path] = {}
         if d.rank == 0:
@@ -434,7 +523,8 @@ def run_benchmark(config: RunConfig, *, hook: FlushHook | None = None) -> RunRes
                           # pairs each metric scored per second of its own compute (decoding excluded)
                           metric_pairs_per_second={k: round(pairs / len(active) / v, 3)
                                                    for k, v in seconds.items() if v > 0},
-                          conversions=conversions, nonfinite=nonfinite_samples(store))
+                          conversions=conversions, nonfinite=nonfinite_samples(store),
+                          skipped=_sorted_skips(earlier + found))
             record["categories"] = dict(sorted(record["categories"].items()))
             for a in active:  # what each metric holds in this folder, for `spips-bench tables --check`
                 entry = record["metrics"][a.name]

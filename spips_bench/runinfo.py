@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from spips_bench.errors import RunConfigError, WeightsUnavailableError
 from spips_bench.store import ScoreStore, atomic_write_text
+from spips_bench.weights import sha256_file
 
 if TYPE_CHECKING:
     from spips_bench.evaluate import RunConfig
@@ -33,15 +34,6 @@ KINDS = ("2afc", "jnd")
 FINGERPRINT_KEYS = ("target", "options", "weights", "checkpoint_sha256", "trained")
 #: Report files and the ``--format`` names that select them.
 REPORT_FILES = {"md": "tables.md", "tex": "tables.tex"}
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def package_versions() -> dict[str, str]:
@@ -288,6 +280,7 @@ def _summaries(store: ScoreStore, record: Mapping[str, Any], n_boot: int, seed: 
 
     metrics: Mapping[str, Any] = record.get("metrics", {})
     expected: Mapping[str, int] = record.get("categories", {})
+    skipped = skipped_counts(record)
     rows: list[Any] = []
     notes: list[str] = []
     nonfinite: dict[str, list[str]] = {}
@@ -301,6 +294,8 @@ def _summaries(store: ScoreStore, record: Mapping[str, Any], n_boot: int, seed: 
         judgments = store.read_judgments(kind, category)
         scores = store.read_scores(kind, category, metric)
         n_expected = expected.get(f"{kind}/{category}")
+        if n_expected is not None:  # skipped samples (--on-error skip) have no row: they are not owed
+            n_expected -= skipped.get(f"{kind}/{category}", 0)
         if n_expected is None or len(judgments) != n_expected or set(scores) != set(judgments):
             notes.append(f"{metric} on {kind}/{category}: incomplete ({len(scores)} of "
                          f"{n_expected or len(judgments)} samples scored); rerun to finish it.")
@@ -334,8 +329,18 @@ def report_title(record: Mapping[str, Any]) -> str:
     return f"BAPPS {ds.get('split', '?')}"
 
 
+def skipped_counts(record: Mapping[str, Any]) -> dict[str, int]:
+    """Samples skipped under ``--on-error skip``, counted per ``"kind/category"``."""
+    counts: dict[str, int] = {}
+    for entry in record.get("skipped", []):
+        key = f"{entry.get('kind')}/{entry.get('category')}"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def metric_footnotes(record: Mapping[str, Any]) -> list[str]:
-    """Footnotes for skipped metrics and the image size of the run (the tables mark untrained ones)."""
+    """Footnotes for skipped metrics and samples and the image size of the run (the tables mark
+    untrained metrics themselves)."""
     notes: list[str] = []
     ds = record.get("dataset", {})
     size = ds.get("load_size")
@@ -344,6 +349,12 @@ def metric_footnotes(record: Mapping[str, Any]) -> list[str]:
     for name, info in record.get("metrics", {}).items():
         if info.get("status") == "skipped":
             notes.append(f"{name}: skipped ({info.get('reason', 'no reason recorded')}).")
+    counts = skipped_counts(record)
+    if counts:
+        where = ", ".join(f"{n} in {key}" for key, n in counts.items())
+        # No "--" here: LaTeX would typeset the flag's dashes as one en dash.
+        notes.append(f"{sum(counts.values())} sample(s) skipped (on-error policy: skip): {where}. They are "
+                     "left out of every statistic; run.json lists each with its file and the reason.")
     return notes
 
 

@@ -30,7 +30,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from spips_bench.errors import DatasetError, RunConfigError
+from spips_bench.errors import DatasetError, RunConfigError, StoreWriteError
 
 #: Score columns per kind of judgment.
 SCORE_COLUMNS: dict[str, tuple[str, ...]] = {"2afc": ("d0", "d1"), "jnd": ("d",)}
@@ -39,15 +39,40 @@ JUDGMENT_COLUMN: dict[str, str] = {"2afc": "judge", "jnd": "same"}
 
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
+#: Suffix of the temporary files of :func:`atomic_write_text`; one left behind by a killed run is stale.
+TEMP_SUFFIX = ".tmp"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 #: Everything a run writes; ``--overwrite`` removes exactly these and nothing else.
 OWNED_ENTRIES = ("scores", "judgments", "parts", RUN_FILE, "summary.csv", "tables.md", "tables.tex")
 
 
+def write_failure(path: Path, exc: OSError) -> StoreWriteError:
+    """The error for a store file that cannot be written: the file, the system's reason and the way out."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free some disk space (or choose another --out)"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "make the folder writable (or choose another --out)"
+    else:
+        fix = "fix the folder (or choose another --out)"
+    return StoreWriteError(
+        f"{path}: cannot write ({reason}); {fix}, then rerun the same command: everything stored "
+        "before is intact and the run resumes from it."
+    )
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that the file is always complete: temp file, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``text`` to ``path`` so that the file is always complete: temp file, fsync, rename.
+
+    Raises:
+        StoreWriteError: the file cannot be written (disk full, no permission); the previous version
+            of ``path``, if any, is left as it was and no temporary file remains.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    except OSError as exc:
+        raise write_failure(path, exc) from exc
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; results are meant to be shared
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
@@ -55,9 +80,11 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise write_failure(path, exc) from exc
         raise
     # The rename itself must reach the disk too, or a power cut can leave the old name behind.
     dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -279,6 +306,15 @@ class ScoreStore:
             return True
         return all(p.name.startswith(".") or p.name == "README.md" for p in self.root.iterdir())
 
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete temporary files a killed run left behind (call only while holding :meth:`lock`)."""
+        stale = [p for name in OWNED_ENTRIES if (self.root / name).is_dir()
+                 for p in (self.root / name).rglob(f".*{TEMP_SUFFIX}") if p.is_file()]
+        stale += [p for p in self.root.glob(f".*{TEMP_SUFFIX}") if p.is_file()]
+        for p in stale:
+            p.unlink()
+        return stale
+
     def clear(self) -> None:
         """Remove everything a run wrote (``--overwrite``); files this package did not write are kept."""
         import shutil
@@ -292,10 +328,18 @@ class ScoreStore:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold an exclusive ``flock`` on the folder; a second run on the same ``--out`` is refused."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Hold an exclusive ``flock`` on the folder; a second run on the same ``--out`` is refused.
+
+        Raises:
+            RunConfigError: another process holds the lock (the message names the lock file and pid).
+            StoreWriteError: the folder cannot be created or written.
+        """
         path = self.root / LOCK_FILE
-        f = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the whole run
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            f = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the whole run
+        except OSError as exc:
+            raise write_failure(path, exc) from exc
         try:
             try:
                 fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -305,8 +349,8 @@ class ScoreStore:
                 f.seek(0)
                 holder = f.read().strip() or "unknown"
                 raise RunConfigError(
-                    f"{self.root} is in use by another spips-bench run (pid {holder}). Wait for it to "
-                    "finish, or choose another --out."
+                    f"{self.root} is in use by another spips-bench run (pid {holder} holds the lock "
+                    f"{path}). Wait for it to finish, or choose another --out."
                 ) from exc
             f.seek(0)
             f.truncate()

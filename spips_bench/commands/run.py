@@ -68,6 +68,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offline", action="store_true", help="never download weights; skip metrics lacking them")
     p.add_argument("--overwrite", action="store_true",
                    help="discard results of another configuration in --out instead of refusing")
+    p.add_argument("--on-error", choices=("fail", "skip"), default="fail",
+                   help="a sample whose files cannot be used: fail (default) stops naming the file; skip "
+                        "leaves it out of every statistic, lists it in run.json and footnotes the tables")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -84,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, workers=args.workers, amp=args.amp, load_size=args.load_size,
         strict=args.strict, bootstrap=args.bootstrap, seed=args.seed, checkpoint=args.checkpoint,
         offline=args.offline, overwrite=args.overwrite, progress=not args.no_progress,
+        on_error=args.on_error,
     )
     result = run_benchmark(config)
     if result.reports:  # rank 0 only under torchrun
@@ -96,5 +100,8 @@ def run(args: argparse.Namespace) -> int:
               f"({tp.get('pairs_per_second')} pair scores/s) into {result.out}")
         if rec.get("nonfinite"):
             print(f"{len(rec['nonfinite'])} non-finite score(s) stored as nan; see run.json", file=sys.stderr)
+        if rec.get("skipped"):
+            print(f"{len(rec['skipped'])} sample(s) skipped (--on-error skip) and left out of the statistics; "
+                  "run.json lists each with its file and reason", file=sys.stderr)
         print((result.reports.get("md") or result.reports["summary"]).read_text(encoding="utf-8"), end="")
     return 0

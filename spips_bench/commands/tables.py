@@ -18,7 +18,7 @@ HELP = "rebuild summary.csv, tables.md and tables.tex from a run folder's store 
 
 #: Settings of a recorded run that a check reproduces; the rest (out, progress, workers) are local.
 _REPLAYED = ("metrics", "split", "categories", "kinds", "batch_size", "amp", "load_size", "strict",
-             "bootstrap", "seed", "checkpoint", "offline")
+             "bootstrap", "seed", "checkpoint", "offline", "on_error")
 
 
 def _formats(value: str) -> list[str]:

@@ -9,6 +9,12 @@ Files are paired by stem, not by position in a sorted listing: a folder whose na
 others is refused with the missing names. Listing uses :func:`os.scandir` only; images and judgments
 are read in ``__getitem__``, so memory does not grow with the size of the set and DataLoader workers
 do the decoding.
+
+With ``report_problems=True`` (what the runner uses) a sample that cannot be used does not raise: its
+item is ``{"name": ..., "problem": {"file", "reason", "error"}}``, unpaired names are kept as such
+items, and :func:`collate` moves them to the batch's ``"problems"`` list. The caller decides whether
+a problem stops the run or skips the sample, and can say so in the main process with a clean message
+(an exception raised inside a DataLoader worker comes back wrapped in the worker's traceback).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from spips_bench.errors import DatasetError
+from spips_bench.errors import DatasetError, ImageReadError
 from spips_bench.imageio import read_image
 
 TWO_AFC_CATEGORIES: dict[str, tuple[str, ...]] = {
@@ -144,8 +150,14 @@ def _list_folder(folder: Path, suffixes: frozenset[str]) -> dict[str, str]:
     return found
 
 
-def _pair_by_name(base: Path, parts: dict[str, frozenset[str]]) -> tuple[list[str], dict[str, list[str]]]:
-    """List each part folder of ``base`` and return the sorted common stems and file names per part."""
+def _pair_by_name(base: Path, parts: dict[str, frozenset[str]], *, keep_unpaired: bool = False,
+                  ) -> tuple[list[str], dict[str, list[str | None]], str | None]:
+    """List each part folder of ``base``; return the sorted stems, file names per part and a pairing error.
+
+    Without ``keep_unpaired`` the stems are those present in every part and unpaired names raise. With
+    it, every stem found in any part is returned (``None`` where a part lacks it), together with the
+    message that would have been raised (``None`` when everything pairs up).
+    """
     listings = {part: _list_folder(base / part, suffixes) for part, suffixes in parts.items()}
     every = set().union(*listings.values())
     problems = []
@@ -157,16 +169,16 @@ def _pair_by_name(base: Path, parts: dict[str, frozenset[str]]) -> tuple[list[st
                 f"{base / part} lacks {len(missing)} name(s) present in the other folders: "
                 + ", ".join(missing[:_SHOW]) + more
             )
-    if problems:
-        raise DatasetError(
-            "BAPPS files are paired by name and these do not pair up: "
-            + "; ".join(problems)
-            + ". Re-extract the archive or remove the unpaired files."
-        )
     if not every:
         raise DatasetError(f"{base}: the folders {', '.join(parts)} are empty; re-extract the archive.")
+    message = None
+    if problems:
+        message = ("BAPPS files are paired by name and these do not pair up: " + "; ".join(problems)
+                   + ". Re-extract the archive or remove the unpaired files.")
+        if not keep_unpaired:
+            raise DatasetError(message)
     names = sorted(every)
-    return names, {part: [listing[n] for n in names] for part, listing in listings.items()}
+    return names, {part: [listing.get(n) for n in names] for part, listing in listings.items()}, message
 
 
 def read_judgment(path: str | os.PathLike[str]) -> float:
@@ -196,6 +208,21 @@ def read_judgment(path: str | os.PathLike[str]) -> float:
     return value
 
 
+class _SampleProblem(Exception):
+    """A file of one sample cannot be used: the file and the error that says why."""
+
+    def __init__(self, path: Path, error: Exception) -> None:
+        super().__init__(str(error))
+        self.path = path
+        self.error = error
+
+    def record(self) -> dict[str, str]:
+        reason = str(self.error)
+        prefix = f"{self.path}: "  # the readers' messages start with the file, which has its own field
+        return {"file": str(self.path), "reason": reason.removeprefix(prefix),
+                "error": type(self.error).__name__}
+
+
 class _PairedFolders(Dataset[dict[str, Any]]):
     """Items made of image parts and one judgment part, all sharing a stem."""
 
@@ -204,7 +231,7 @@ class _PairedFolders(Dataset[dict[str, Any]]):
     _kind: str = ""
 
     def __init__(self, root: str | os.PathLike[str], split: str, category: str,
-                 load_size: int | None = 64) -> None:
+                 load_size: int | None = 64, *, report_problems: bool = False) -> None:
         if load_size is not None and (isinstance(load_size, bool) or not isinstance(load_size, int)
                                       or load_size < 1):
             raise ValueError(f"load_size must be a positive int or None (native size), got {load_size!r}.")
@@ -220,29 +247,78 @@ class _PairedFolders(Dataset[dict[str, Any]]):
                 f"`spips-bench download bapps --split {'jnd' if self._kind == 'jnd' else split} --root "
                 f"{self.root}`, or pass the folder that holds 2afc/ and jnd/."
             )
+        self.report_problems = report_problems
         parts = {p: IMAGE_SUFFIXES for p in self._image_parts}
         parts[self._judgment_part] = frozenset({JUDGMENT_SUFFIX})
-        self.names, self._files = _pair_by_name(self.folder, parts)
+        self.names, self._files, self.pairing_error = _pair_by_name(
+            self.folder, parts, keep_unpaired=report_problems)
 
     def __len__(self) -> int:
         return len(self.names)
 
+    def _parts(self) -> tuple[str, ...]:
+        return (*self._image_parts, self._judgment_part)
+
     def path(self, index: int, part: str) -> Path:
         """The file of ``part`` (e.g. ``"p0"``) for item ``index``."""
-        return self.folder / part / self._files[part][index]
+        filename = self._files[part][index]
+        if filename is None:  # an unpaired name, kept with report_problems=True
+            suffix = JUDGMENT_SUFFIX if part == self._judgment_part else ".png"
+            return self.folder / part / (self.names[index] + suffix)
+        return self.folder / part / filename
+
+    def unpaired(self) -> list[str]:
+        """Names that lack a file in some part (only ever non-empty with ``report_problems=True``)."""
+        return [n for i, n in enumerate(self.names) if any(self._files[p][i] is None for p in self._parts())]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} items in {self.folder}")
         index %= len(self)
+        try:
+            return self._load(index)
+        except _SampleProblem as problem:
+            if not self.report_problems:
+                raise problem.error from None
+            return {"name": self.names[index], "problem": problem.record()}
+
+    def _load(self, index: int) -> dict[str, Any]:
+        """Read item ``index``; a file that cannot be used raises :class:`_SampleProblem`."""
+        missing = [p for p in self._parts() if self._files[p][index] is None]
+        if missing:
+            present = self.path(index, next(p for p in self._parts() if p not in missing))
+            absent = " and no ".join(str(self.path(index, p)) for p in missing)
+            raise _SampleProblem(present, DatasetError(
+                f"{present}: unpaired: no {absent}; restore the missing file(s) or remove the others of "
+                "this name"))
         item: dict[str, Any] = {}
         conversions: list[str] = []
+        sizes: dict[str, tuple[int, int]] = {}
         for part in self._image_parts:
-            loaded = read_image(self.path(index, part), self.load_size)
+            path = self.path(index, part)
+            try:
+                loaded = read_image(path, self.load_size)
+            except ImageReadError as exc:
+                raise _SampleProblem(path, exc) from exc
             if loaded.conversion is not None:
                 conversions.append(f"{part}: {loaded.conversion}")
             item[part] = loaded.tensor()
-        value = read_judgment(self.path(index, self._judgment_part))
+            sizes[part] = loaded.array.shape[1::-1]  # (width, height)
+        first = self._image_parts[0]
+        for part, size in sizes.items():
+            if size != sizes[first]:
+                # Only possible at the native size: a metric compares images of one size.
+                odd, other = self.path(index, part), self.path(index, first)
+                raise _SampleProblem(odd, DatasetError(
+                    f"{odd}: {size[0]}x{size[1]} px, but {first}/{other.name} is "
+                    f"{sizes[first][0]}x{sizes[first][1]} px; the images of one sample must have one size "
+                    "at the native load size. Pass a load size (e.g. --load-size 64) to resize them, or "
+                    "replace the file"))
+        path = self.path(index, self._judgment_part)
+        try:
+            value = read_judgment(path)
+        except DatasetError as exc:
+            raise _SampleProblem(path, exc) from exc
         item[self._judgment_part] = torch.tensor(value, dtype=torch.float32)
         item["name"] = self.names[index]
         item["conversions"] = conversions
@@ -266,11 +342,16 @@ class TwoAFCDataset(_PairedFolders):
         split: ``"train"`` or ``"val"``.
         category: one of ``TWO_AFC_CATEGORIES[split]``.
         load_size: side in pixels of the PIL bilinear resize (BAPPS protocol: 64); None keeps the
-            stored size.
+            stored size (the three images of a triplet must then have one size).
+        report_problems: keep unpaired names and return a ``{"name", "problem"}`` item for a sample
+            that cannot be used instead of raising (see the module docstring); ``pairing_error`` then
+            holds the message that unpaired names would have raised.
 
     Raises:
         ValueError: unknown split or category, or a bad load_size.
-        DatasetError: the folder is missing, or its files do not pair up by name.
+        DatasetError: the folder is missing, or its files do not pair up by name (without
+            ``report_problems``); indexing: a bad judgment file or images of different native sizes.
+        ImageReadError: indexing: an image that is missing, empty, unreadable, truncated or not an image.
     """
 
     _image_parts = ("ref", "p0", "p1")
@@ -301,7 +382,10 @@ def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack a list of dataset items into a batch for ``DataLoader(collate_fn=collate)``.
 
     Tensors are stacked along a new first dimension (images ``(N, 3, H, W)``, judgments ``(N,)``);
-    ``"name"`` becomes a list of N stems and ``"conversions"`` a list of N lists.
+    ``"name"`` becomes a list of N stems and ``"conversions"`` a list of N lists. Items that carry a
+    ``"problem"`` (datasets built with ``report_problems=True``) are left out of the stacks and listed
+    under ``"problems"`` as ``{"name", "file", "reason", "error"}``; that key is present only when some
+    item has a problem, and a batch of problems only has ``"name": []`` besides it.
 
     Raises:
         ValueError: an empty batch, items with different keys, or images of different sizes (use a
@@ -309,6 +393,12 @@ def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
     """
     if not batch:
         raise ValueError("cannot collate an empty batch")
+    problems = [{"name": item["name"], **item["problem"]} for item in batch if "problem" in item]
+    if problems:
+        good = [item for item in batch if "problem" not in item]
+        rest: dict[str, Any] = collate(good) if good else {"name": []}
+        rest["problems"] = problems
+        return rest
     keys = batch[0].keys()
     for item in batch[1:]:
         if item.keys() != keys:
