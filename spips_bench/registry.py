@@ -40,6 +40,7 @@ class MetricSpec:
         description: one line for ``spips-bench list``.
         trained: ``False`` when the metric's learned parts run from a data-free initialisation.
         requires: optional Python packages (import names) the metric needs beyond the core install.
+        ablation_of: for an ablated variant, the name of the full metric (tables group them).
         source: ``"builtin"`` or the distribution that provided the plugin.
     """
 
@@ -55,6 +56,7 @@ class MetricSpec:
     description: str = ""
     trained: bool = True
     requires: tuple[str, ...] = ()
+    ablation_of: str | None = None
     source: str = "builtin"
 
     @property

@@ -186,7 +186,7 @@ def build_metrics(config: RunConfig, device: Any, offline: bool
         spec = get_spec(name)
         entry: dict[str, Any] = {"higher_is_better": spec.higher_is_better, "trained": spec.trained,
                                  "target": spec.target, "options": json_safe(spec.options),
-                                 "weights": weight_hashes(spec.weights)}
+                                 "weights": weight_hashes(spec.weights), "ablation_of": spec.ablation_of}
         options: dict[str, Any] = {}
         if config.checkpoint is not None and "checkpoint" in inspect.signature(spec.load_class()).parameters:
             options["checkpoint"] = str(config.checkpoint)
@@ -394,7 +394,8 @@ def write_reports(out: str | os.PathLike[str], *, formats: Sequence[str] = ("md"
     written: dict[str, Path] = {"summary": store.root / "summary.csv"}
     write_summary_csv(written["summary"], rows)
     present = {r.metric for r in rows}
-    infos = [MetricInfo(name, bool(info["higher_is_better"]), trained=bool(info.get("trained", True)))
+    infos = [MetricInfo(name, bool(info["higher_is_better"]), trained=bool(info.get("trained", True)),
+                        ablation_of=info.get("ablation_of"))
              for name, info in record.get("metrics", {}).items() if name in present]
     footnotes = [*metric_footnotes(record), *notes]
     for fmt in formats:

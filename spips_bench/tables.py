@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -35,7 +34,6 @@ PAPER_METRICS = {"PSNR": "psnr", "SSIM": "ssim", "MS-SSIM": "ms-ssim", "VIF": "v
                  "SPIPS-abla2": "spips-abla2",
                  "Ablation 1": "spips-abla1", "Ablation 2": "spips-abla2"}
 PAPER_CSV_COLUMNS = ("table", "kind", "statistic", "category", "paper_metric", "value", "note")
-_ABLATION = re.compile(r"^(?P<base>.+?)[-_]abla(?:tion)?[-_]?\w*$", re.IGNORECASE)
 _UNTRAINED = "†"
 
 
@@ -48,8 +46,8 @@ class MetricInfo:
         higher_is_better: direction of the metric's own score (shown as an arrow).
         trained: ``False`` marks a metric whose learned parts are untrained (marker and footnote).
         note: printed as a footnote when not empty.
-        ablation_of: the full metric this one ablates (it then goes to Tables II-IV). ``None`` infers it
-            from names like ``spips-abla1`` (base ``spips``).
+        ablation_of: the full metric this one ablates (it then goes to Tables II-IV); ``None`` for a full
+            metric. The runner takes it from the metric's card, never from its name.
         paper_name: the paper's row for this metric; ``None`` looks the name up in :data:`PAPER_METRICS`.
     """
 
@@ -63,10 +61,7 @@ class MetricInfo:
     @property
     def base(self) -> str | None:
         """The metric this one ablates, or ``None``."""
-        if self.ablation_of is not None:
-            return self.ablation_of
-        match = _ABLATION.match(self.name)
-        return match.group("base") if match else None
+        return self.ablation_of
 
     @property
     def paper_row(self) -> str | None:

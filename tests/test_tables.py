@@ -34,7 +34,8 @@ def real_rows() -> list[SummaryRow]:
     return rows
 
 
-INFOS = {"lpips": MetricInfo("lpips", False), "spips-abla1": MetricInfo("spips-abla1", False, trained=False)}
+INFOS = {"lpips": MetricInfo("lpips", False),
+         "spips-abla1": MetricInfo("spips-abla1", False, trained=False, ablation_of="spips")}
 
 
 def md_cells(line: str) -> list[str]:
@@ -102,8 +103,9 @@ def test_scores_in_percent_intervals_and_missing_cells() -> None:
 
 
 def test_ablation_tables_order_and_membership() -> None:
-    infos = [MetricInfo("spips", False), MetricInfo("lpips", False), MetricInfo("spips-abla2", False),
-             MetricInfo("no-sem", False, ablation_of="spips"), MetricInfo("spips-abla1", False)]
+    infos = [MetricInfo("spips", False), MetricInfo("lpips", False),
+             MetricInfo("spips-abla2", False, ablation_of="spips"),
+             MetricInfo("no-sem", False, ablation_of="spips"), MetricInfo("spips-abla1", False, ablation_of="spips")]
     rows = [row(i.name, s, v) for v, i in zip((0.8, 0.7, 0.6, 0.5, 0.4), infos, strict=True)
             for s in ("plcc", "srcc", "krcc")]
     doc = render_tables(rows, infos, fmt="md", title="T", compare_paper=True)
