@@ -1,0 +1,325 @@
+"""Throughput and memory of the zoo's metrics, and of reference packages on the same inputs.
+
+:func:`run_bench` measures, in one process with ``torch.set_num_threads(threads)``:
+
+* pairs per second of every requested metric at every requested size (``metric(dist, ref)``), and
+  triplets per second of the 2AFC path the runner uses (:func:`spips_bench.evaluate.score_batch`,
+  three feature passes per triplet for metrics with the fast path);
+* the same for the reference packages of :mod:`spips_bench.bench_peers`, on the same tensors, with the
+  same weights, and the largest difference of the scores;
+* the system measurements of :mod:`spips_bench.bench_system` (backbone convolution GFLOP/s against a
+  matmul, end-to-end ``spips-bench run`` throughput and peak memory);
+
+and :mod:`spips_bench.bench_report` writes ``<out>/<device>.md`` and ``<out>/<device>.csv``. Each time
+is the median of ``repeats`` calls after one warm-up call. Peak memory, read during the warm-up call, is
+the largest resident-set growth over the call (CPU; sampled every millisecond from ``/proc/self/statm``,
+so memory the allocator kept from earlier calls is not counted again) or the peak of
+``torch.cuda.max_memory_allocated`` above the allocation before the call (CUDA), in MiB.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+#: Metrics of ``--metrics default``: one of each family whose weights work offline, plus SPIPS.
+DEFAULT_METRICS = ("psnr", "ssim", "ms-ssim", "vif", "vifp", "lpips", "stlpips", "dists", "spips",
+                   "spips-alex-st")
+
+
+@dataclass
+class BenchConfig:
+    """Options of ``spips-bench bench`` (see ``spips-bench bench --help``).
+
+    Attributes:
+        metrics: registry names; ``["default"]`` is :data:`DEFAULT_METRICS`, ``["all"]`` every built-in.
+        sizes: image sides in pixels for the metrics without a CNN trunk.
+        deep_sizes: image sides for the metrics that load a trunk (default 64, the BAPPS size: at 256 px a
+            VGG16 trunk costs about 20 GFLOP per image).
+        batch_size: pairs (or triplets) per call.
+        device: ``"cpu"`` or ``"cuda"``.
+        threads: ``torch.set_num_threads`` for every measurement (and the ``run`` subprocesses).
+        repeats: timed calls per measurement, after one warm-up call; the median is reported.
+        peers: reference packages to compare with: subset of ``("piq", "pyiqa", "lpips")``.
+        out: folder of the report.
+        quick: a small smoke run (one size, tiny sets); numbers are not meaningful.
+        run_samples: triplets of the small ``run`` set; the large one has ten times as many.
+        run_workers: DataLoader workers of the ``run`` subprocesses.
+        system: run the system section (GFLOP/s, ``run`` end to end, memory).
+        command: the command line, written at the top of the report.
+    """
+
+    metrics: list[str]
+    sizes: list[int] = field(default_factory=lambda: [64, 256])
+    deep_sizes: list[int] = field(default_factory=lambda: [64])
+    batch_size: int = 16
+    device: str = "cpu"
+    threads: int = 2
+    repeats: int = 3
+    peers: list[str] = field(default_factory=lambda: ["piq", "pyiqa", "lpips"])
+    out: Path = Path("results/bench")
+    quick: bool = False
+    run_samples: int = 100
+    run_workers: int = 0
+    system: bool = True
+    command: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "threads", "repeats", "run_samples"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, "
+                                 f"got {getattr(self, name)!r}.")
+        if self.run_workers < 0:
+            raise ValueError(f"--run-workers must be >= 0, got {self.run_workers!r}.")
+        for opt, sizes in (("--sizes", self.sizes), ("--deep-sizes", self.deep_sizes)):
+            if not sizes or any(s < 8 for s in sizes):
+                raise ValueError(f"{opt} must list image sides of at least 8 px, got {sizes!r}.")
+        unknown = set(self.peers) - {"piq", "pyiqa", "lpips"}
+        if unknown:
+            raise ValueError(f"--peers: unknown package(s) {sorted(unknown)}; choose among piq, pyiqa, lpips "
+                             "or 'none'.")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"--device must be cpu or cuda, got {self.device!r}.")
+
+
+@dataclass
+class Timing:
+    """One measurement: median seconds per call, every repeat, peak memory growth (MiB)."""
+
+    median_s: float
+    runs_s: list[float]
+    peak_mib: float
+
+    def rate(self, items: int) -> float:
+        """Items per second at ``items`` per call."""
+        return items / self.median_s if self.median_s > 0 else float("inf")
+
+
+@dataclass
+class Row:
+    """One line of the report: a throughput of ours, optionally against a peer.
+
+    ``ratio`` is ours / peer throughput (above 1: ours is faster).
+    """
+
+    section: str
+    case: str
+    size: int
+    batch: int
+    unit: str
+    ours_per_s: float
+    peer: str = ""
+    peer_per_s: float = float("nan")
+    max_abs_diff: float = float("nan")
+    ours_peak_mib: float = float("nan")
+    peer_peak_mib: float = float("nan")
+    note: str = ""
+
+    @property
+    def ratio(self) -> float:
+        if not self.peer or not self.peer_per_s > 0:
+            return float("nan")
+        return self.ours_per_s / self.peer_per_s
+
+
+@dataclass
+class BenchResult:
+    """Everything measured; :mod:`spips_bench.bench_report` renders it."""
+
+    config: BenchConfig
+    rows: list[Row] = field(default_factory=list)
+    targets: list[dict[str, Any]] = field(default_factory=list)
+    system: dict[str, Any] = field(default_factory=dict)
+    profiles: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+# -- measuring ---------------------------------------------------------------------------------------
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            pages = int(fh.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return -1
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+@contextmanager
+def peak_memory(device: str) -> Iterator[list[float]]:
+    """Yield a one-element list that holds, after the block, the peak memory growth in MiB (nan if the
+    platform offers no way to read it)."""
+    box = [float("nan")]
+    if device == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        yield box
+        torch.cuda.synchronize()
+        box[0] = (torch.cuda.max_memory_allocated() - base) / 2**20
+        return
+    base = _rss_bytes()
+    if base < 0:
+        yield box
+        return
+    peak = [base]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            stop.wait(0.001)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield box
+    finally:
+        stop.set()
+        thread.join()
+        peak[0] = max(peak[0], _rss_bytes())
+        box[0] = (peak[0] - base) / 2**20
+
+
+def measure(fn: Callable[[], Any], *, repeats: int, device: str, warmup: bool = True) -> Timing:
+    """Time ``fn()`` under ``torch.inference_mode``: one warm-up call, then ``repeats`` timed calls.
+
+    The peak memory is read during the warm-up call (``nan`` when ``warmup`` is False because the caller
+    has just run ``fn``): the sampling thread wakes every millisecond, which on a machine whose cores all
+    run intra-op threads would also slow the timed calls.
+    """
+    cuda = device == "cuda"
+    peak = [float("nan")]
+    with torch.inference_mode():
+        if warmup:
+            with peak_memory(device) as peak:
+                fn()
+        if cuda:
+            torch.cuda.synchronize()
+        runs: list[float] = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            if cuda:
+                torch.cuda.synchronize()
+            runs.append(time.perf_counter() - t0)
+    return Timing(statistics.median(runs), runs, peak[0])
+
+
+def profile_table(fn: Callable[[], Any], *, device: str, rows: int = 8) -> str:
+    """``torch.profiler`` table of the ``rows`` operators with the most self time over one call."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with torch.inference_mode():
+        fn()
+        with profile(activities=activities) as prof:
+            fn()
+    key = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
+    return str(prof.key_averages().table(sort_by=key, row_limit=rows))
+
+
+# -- inputs ------------------------------------------------------------------------------------------
+
+
+def make_images(size: int, n: int, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(ref, p0, p1)``, each ``(n, 3, size, size)`` float32 in [0, 1]: crops of photographs shipped with
+    scikit-image, ``p0`` with Gaussian noise, ``p1`` blurred plus weaker noise, strengths varying."""
+    import numpy as np
+    from skimage import data
+
+    gen = torch.Generator().manual_seed(seed)
+    sources = [torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255.0
+               for img in (data.astronaut(), data.coffee(), data.chelsea())]
+    refs = []
+    for i in range(n):
+        src = sources[i % len(sources)]
+        side = min(size, src.shape[1], src.shape[2])
+        top = int(torch.randint(0, src.shape[1] - side + 1, (1,), generator=gen))
+        left = int(torch.randint(0, src.shape[2] - side + 1, (1,), generator=gen))
+        crop = src[:, top:top + side, left:left + side].unsqueeze(0)
+        if side != size:
+            crop = torch.nn.functional.interpolate(crop, size=(size, size), mode="bilinear",
+                                                   align_corners=False, antialias=True)
+        refs.append(crop[0])
+    ref = torch.stack(refs).clamp(0, 1)
+    sigma = torch.rand(n, 1, 1, 1, generator=gen) * 0.1 + 0.01
+    p0 = (ref + sigma * torch.randn(ref.shape, generator=gen)).clamp(0, 1)
+    k = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
+    blur = torch.nn.functional.conv2d(torch.nn.functional.pad(ref, (2, 2, 2, 2), mode="reflect"),
+                                      (k[:, None] * k[None, :]).expand(3, 1, 5, 5).contiguous(), groups=3)
+    p1 = (blur + 0.3 * sigma * torch.randn(ref.shape, generator=gen)).clamp(0, 1)
+    return ref.contiguous(), p0.contiguous(), p1.contiguous()
+
+
+# -- the benchmark -----------------------------------------------------------------------------------
+
+
+def resolve_metrics(requested: list[str]) -> list[str]:
+    """Expand ``default``/``all`` and check every name against the registry (unknown names fail)."""
+    from spips_bench.registry import get_spec, load_cards
+
+    names: list[str] = []
+    for item in requested:
+        if item == "default":
+            names.extend(DEFAULT_METRICS)
+        elif item == "all":
+            names.extend(spec.name for spec in load_cards())
+        else:
+            names.append(get_spec(item).name)
+    return list(dict.fromkeys(names))
+
+
+def create_for_bench(name: str, **options: Any) -> tuple[torch.nn.Module, str]:
+    """Create metric ``name`` offline; a trunk whose pretrained weights are absent is left random (the
+    same architecture and operations, so the same time), and the returned note says so."""
+    from spips_bench.registry import accepts_option, create_metric, get_spec
+
+    spec = get_spec(name)
+    note = ""
+    if spec.missing_weights():
+        if not accepts_option(spec, "pretrained"):
+            from spips_bench.errors import WeightsUnavailableError
+
+            raise WeightsUnavailableError(f"{name}: weights {spec.missing_weights()} are not available "
+                                          "offline; fetch them with `spips-bench weights`.")
+        options["pretrained"] = False
+        note = f"random trunk ({', '.join(spec.missing_weights())} absent; same operations)"
+    if accepts_option(spec, "offline"):
+        options["offline"] = True
+    return create_metric(name, **options).eval(), note
+
+
+def run_bench(config: BenchConfig) -> BenchResult:
+    """Run every measurement of ``config`` and write the report; returns what was measured."""
+    from spips_bench import bench_metrics, bench_report
+
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        result = BenchResult(config)
+        if hasattr(os, "getloadavg"):  # a busy machine makes every number slower: say how busy it was
+            result.system["load_start"] = os.getloadavg()
+        t0 = time.perf_counter()
+        bench_metrics.measure_metrics(config, result)
+        if config.system:
+            from spips_bench import bench_system
+
+            bench_system.measure_system(config, result)
+        bench_metrics.evaluate_targets(config, result)
+        result.seconds = time.perf_counter() - t0
+        bench_report.write_report(result)
+    finally:
+        torch.set_num_threads(previous_threads)
+    return result
