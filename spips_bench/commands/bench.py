@@ -10,14 +10,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from spips_bench.bench import BenchConfig
 
+from spips_bench.commands._args import csv_list as _csv
+
 HELP = "measure pairs/s, 2AFC triplets/s and memory of metrics against piq/pyiqa/lpips; write a report"
-
-
-def _csv(value: str) -> list[str]:
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    if not items:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {value!r}")
-    return items
 
 
 def _sizes(value: str) -> list[int]:

@@ -6,14 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from spips_bench.commands._args import csv_list as _csv
+
 HELP = "score metrics on BAPPS 2AFC/JND into a resumable run folder, then write summary.csv and tables"
-
-
-def _csv(value: str) -> list[str]:
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    if not items:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {value!r}")
-    return items
 
 
 def _load_size(value: str) -> int | None:
