@@ -10,7 +10,6 @@ and ``tables.tex`` without computing any metric, so ``spips-bench tables`` can r
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import math
 import os
@@ -174,7 +173,7 @@ def json_safe(value: Any) -> Any:
 def build_metrics(config: RunConfig, device: Any, offline: bool
                    ) -> tuple[list[ActiveMetric], dict[str, dict[str, Any]], dict[str, Any]]:
     """Create every runnable metric; returns them, their run.json entries and their fingerprints."""
-    from spips_bench.registry import create_metric, get_spec
+    from spips_bench.registry import accepts_option, create_metric, get_spec
 
     names = metric_names(config.metrics)
     ckpt_hash = sha256_file(config.checkpoint) if config.checkpoint else None
@@ -188,7 +187,7 @@ def build_metrics(config: RunConfig, device: Any, offline: bool
                                  "target": spec.target, "options": json_safe(spec.options),
                                  "weights": weight_hashes(spec.weights), "ablation_of": spec.ablation_of}
         options: dict[str, Any] = {}
-        if config.checkpoint is not None and "checkpoint" in inspect.signature(spec.load_class()).parameters:
+        if config.checkpoint is not None and accepts_option(spec, "checkpoint"):
             options["checkpoint"] = str(config.checkpoint)
             entry["checkpoint_sha256"] = ckpt_hash
             entry["trained"] = True
