@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from spips_bench import __version__
 from spips_bench.errors import SpipsBenchError
+from spips_bench.settings import offline_mode
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args._run(args) or 0)
+        # Every command's --offline, in one place: a switch of spips_bench.settings, not os.environ.
+        with offline_mode(bool(getattr(args, "offline", False))):
+            return int(args._run(args) or 0)
     except KeyboardInterrupt:
         print("interrupted; everything computed so far is saved, rerun the same command to resume.",
               file=sys.stderr)

@@ -45,3 +45,7 @@ class UnsafeArchiveError(SpipsBenchError, ValueError):
 
 class StoreWriteError(SpipsBenchError, OSError):
     """A run folder cannot be written (disk full, no permission); what was stored before stays intact."""
+
+
+class DeviceError(SpipsBenchError, ValueError):
+    """A ``--device`` that is not a device name, or names a device this machine does not have."""

@@ -12,7 +12,11 @@ Argument order follows the metric contract ``metric(dist, ref)``:
   fast path costs three feature passes per triplet (ref, p0, p1) instead of four.
 * JND: ``d = metric(p0, p1)``, i.e. ``p0`` is scored as the distorted image and ``p1`` is the reference.
 
-A non-finite score is stored as ``nan``, reported per sample, and excluded from every statistic.
+An infinite score (PSNR of identical images is +inf) is stored as ``inf``/``-inf`` and is an ordered
+value in the statistics, as in the official LPIPS evaluation (only the Pearson correlations, which need
+finite values, leave it out). A NaN score (the metric failed) is stored as ``nan``, reported per sample,
+and excluded from every statistic of its metric. A metric added to a folder scores only the batches it
+lacks: the metrics already stored are not run again.
 
 A sample whose files cannot be used (unreadable, corrupt, unpaired, a judgment outside [0, 1], images
 of different sizes at the native load size) stops the run with ``on_error="fail"``: the error names the
@@ -31,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import sys
 import time
 from collections import Counter
@@ -44,13 +47,19 @@ from typing import Any
 from spips_bench.errors import DatasetError, ImageReadError, RunConfigError, StoreWriteError
 from spips_bench.runinfo import (
     ActiveMetric,
+    absent_notice,
     build_metrics,
     check_fingerprint,
+    data_listing,
     describe_run,
+    json_safe,
+    listing_digests,
     nonfinite_samples,
     package_versions,
+    plan_on_disk,
     resolve_plan,
     start_record,
+    stored_exclusions,
     use_offline,
     write_reports,
 )
@@ -69,10 +78,15 @@ class RunConfig:
     Attributes:
         metrics: registry names, or ``["all"]`` for every registered metric.
         split: ``"val"`` or ``"train"``.
-        dataset: ``"auto"`` (BAPPS under ``root`` if present, else the demo set), ``"bapps"`` or ``"demo"``.
-        root: BAPPS root (holding ``2afc/``, ``jnd/``); None: ``$SPIPS_BENCH_DATA`` or ``./datasets/bapps``.
-            With ``dataset="demo"`` an explicit root is where the demo set is generated.
-        categories: category names (applied to each kind that has them); None: all of the split.
+        dataset: ``"auto"`` (BAPPS under the root; the demo set only when no root was named and
+            ``./datasets/bapps`` holds none), ``"bapps"`` or ``"demo"``. A root holding a demo set is
+            always labelled as the demo set (synthetic judgments).
+        root: BAPPS root (holding ``2afc/``, ``jnd/``); None: ``$SPIPS_BENCH_BAPPS`` or ``./datasets/bapps``.
+            A named root that holds no BAPPS is an error. With ``dataset="demo"`` an explicit root is
+            where the demo set is generated.
+        categories: category names (applied to each kind that has them); None: all of the split. A
+            category (or kind) named here and absent from the root is an error; other absent
+            categories are named in a notice, in ``run.json`` and in the tables, and skipped.
         kinds: subset of ``("2afc", "jnd")``; None: both on val, 2AFC on train.
         out: run folder; None: ``./runs/<dataset>-<split>-<load size>``.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
@@ -80,7 +94,8 @@ class RunConfig:
         workers: DataLoader worker processes (0 decodes in the main process).
         amp: autocast (bfloat16 on CPU, float16 on CUDA).
         load_size: side in px of the bilinear resize (BAPPS protocol: 64); None keeps the stored size.
-        strict: a metric that cannot run (missing weights) is an error instead of a skipped row.
+        strict: a metric that cannot run (missing weights, a load size below its minimum) or a category
+            absent from the root is an error instead of a skipped row.
         bootstrap: bootstrap resamples for the intervals in ``summary.csv``.
         seed: bootstrap seed.
         checkpoint: trained parameters passed as ``checkpoint=`` to every metric that accepts it.
@@ -136,6 +151,8 @@ class _Tally:
     conversions: Counter[str]
     seconds: dict[str, float]
     skipped: list[dict[str, str]] = field(default_factory=list)
+    #: Pair scores computed per metric (a metric that already holds a batch does not score it again).
+    pairs: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
@@ -158,14 +175,16 @@ class _Dist:
 
     @classmethod
     def from_env(cls) -> _Dist:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
+        from spips_bench.settings import distributed
+
+        world, local_rank = distributed()
         if world <= 1:
             return cls()
         import torch.distributed as dist
 
         if not dist.is_initialized():
             dist.init_process_group(backend="gloo")
-        return cls(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
+        return cls(dist.get_rank(), world, local_rank)
 
     def barrier(self) -> None:
         if self.world > 1:
@@ -210,48 +229,79 @@ class _Dist:
 
 
 def _device(requested: str, d: _Dist) -> Any:
+    """The run's device (:func:`spips_bench.devices.resolve_device`); a GPU becomes the current one."""
     import torch
 
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(requested)
+    from spips_bench.devices import resolve_device
+
+    dev = resolve_device(requested, local_rank=d.local_rank)
     if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {requested}: no CUDA device is visible here; use --device cpu.")
-        if dev.index is None:
-            dev = torch.device("cuda", d.local_rank % torch.cuda.device_count())
         torch.cuda.set_device(dev)
-    elif dev.type != "cpu":
-        raise ValueError(f"--device {requested!r} is not supported; use auto, cpu or cuda.")
     return dev
 
 
 def _dataset(config: RunConfig, d: _Dist) -> tuple[str, Path]:
-    """``(name, root)`` of the data to score; prints a notice when ``auto`` falls back to the demo set."""
+    """``(name, root)`` of the data to score; prints a notice when ``auto`` falls back to the demo set.
+
+    A root that someone named (``--root`` or ``$SPIPS_BENCH_BAPPS``) must hold BAPPS, or be a demo set
+    (its marker makes the scores "synthetic judgments" whatever ``--dataset`` says); only the default
+    root ``./datasets/bapps`` falls back to the demo set under ``--dataset auto``.
+
+    Raises:
+        DatasetError: a named root, or the root of ``--dataset bapps``, that holds no BAPPS category of
+            the split.
+    """
+    from spips_bench import settings
     from spips_bench.data.bapps import bapps_present
+    from spips_bench.data.demo import is_demo_set
+    from spips_bench.runinfo import download_hint
 
-    bapps_root = Path(config.root or os.environ.get("SPIPS_BENCH_DATA") or "datasets/bapps")
-    name = config.dataset
-    if name == "auto":
-        name = "bapps" if bapps_present(bapps_root, config.split) else "demo"
-        if name == "demo" and d.rank == 0:
-            print(f"NOTICE: BAPPS not found under {bapps_root}; running on the built-in demo set with "
-                  "synthetic judgments; download BAPPS with "
-                  f"`spips-bench download bapps --split {config.split}`", file=sys.stderr)
-    if name == "bapps":
-        if not bapps_present(bapps_root, config.split):
-            from spips_bench.errors import DatasetError
+    if config.dataset == "demo":
+        return "demo", _demo(config.root, d)
+    source: str | None = "--root"
+    if config.root is not None:
+        bapps_root = Path(config.root).expanduser()
+    else:
+        bapps_root, env = settings.bapps_root()
+        source = f"${env}" if env else None
+    if is_demo_set(bapps_root):
+        if d.rank == 0:
+            print(f"NOTICE: {bapps_root} is the spips-bench demo set, not BAPPS: its judgments are synthetic, "
+                  "and the tables say so.", file=sys.stderr)
+        return "demo", _demo(bapps_root, d)
+    if bapps_present(bapps_root, config.split):
+        return "bapps", bapps_root.resolve()
+    hint = download_hint(bapps_root, config.split)
+    looked = (f"looked for {bapps_root}/2afc/{config.split}/<category>"
+              + (f" and {bapps_root}/jnd/{config.split}/<category>" if config.split == "val" else ""))
+    if source is not None or config.dataset == "bapps":
+        named = f" (given by {source})" if source else ""
+        raise DatasetError(
+            f"{bapps_root}{named}: no BAPPS {config.split} here ({looked}). Point it at the folder that holds "
+            f"2afc/ and jnd/, download BAPPS there with {hint}, or pass --dataset demo for the synthetic "
+            "demo set.")
+    if d.rank == 0:
+        print(f"NOTICE: BAPPS not found under {bapps_root} ({looked}); running on the built-in demo set with "
+              f"synthetic judgments. Download BAPPS with {hint}, or pass --root.", file=sys.stderr)
+    return "demo", _demo(None, d)
 
-            raise DatasetError(
-                f"{bapps_root / '2afc' / config.split}: BAPPS {config.split} not found. Download it with "
-                f"`spips-bench download bapps --split {config.split}`, pass --root, or use --dataset demo.")
-        return name, bapps_root.resolve()
+
+def _native_min_size(config: RunConfig, active: list[ActiveMetric]) -> tuple[str, int] | None:
+    """``(metric, px)``: the largest minimum side among ``active`` at the native load size, which each
+    sample is checked against as it is read (a fixed load size is checked before, in ``build_metrics``)."""
+    if config.load_size is not None or not active:
+        return None
+    size, name = max((int(getattr(a.metric, "min_size", 1)), a.name) for a in active)
+    return (name, size) if size > 1 else None
+
+
+def _demo(root: Path | None, d: _Dist) -> Path:
+    """The resolved root of a complete demo set at ``root`` (None: the default cache folder)."""
     from spips_bench.data.demo import ensure_demo
 
-    demo_root = config.root if config.dataset == "demo" else None
-    root = ensure_demo(demo_root) if d.rank == 0 else None
+    built = ensure_demo(root) if d.rank == 0 else None
     d.barrier()  # rank 0 generates the set once; the others then find it complete
-    return name, (root if root is not None else ensure_demo(demo_root)).resolve()
+    return (built if built is not None else ensure_demo(root)).resolve()
 
 
 # -- scoring ---------------------------------------------------------------------------------------------
@@ -316,15 +366,22 @@ def _score_category(config: RunConfig, store: ScoreStore, d: _Dist, device: Any,
     # Problems come back as items, so that the main process reports them (a worker's exception would
     # arrive wrapped in its traceback) and the policy decides.
     ds = (TwoAFCDataset if kind == "2afc" else JNDDataset)(root, config.split, category, config.load_size,
-                                                           report_problems=True)
+                                                           report_problems=True,
+                                                           min_size=_native_min_size(config, active))
     if ds.pairing_error is not None and config.on_error == "fail":
         raise DatasetError(f"{ds.pairing_error} Or pass --on-error skip to score the paired samples and "
                            "list the others in run.json.")
     names = list(ds.names)
-    stored = [set(store.read_judgments(kind, category))]
-    stored += [set(store.read_scores(kind, category, a.name)) for a in active]
-    todo = [b for b in _batches(len(names), config.batch_size)[d.rank::d.world]
-            if not all(names[i] in s for s in stored for i in b)]
+    stored_judgments = set(store.read_judgments(kind, category))
+    stored = [set(store.read_scores(kind, category, a.name)) for a in active]
+    # Per batch, the metrics that miss one of its samples: a metric added to a folder scores alone.
+    todo: list[list[int]] = []
+    missing: list[list[int]] = []
+    for b in _batches(len(names), config.batch_size)[d.rank::d.world]:
+        lacking = [m for m, s in enumerate(stored) if not all(names[i] in s for i in b)]
+        if lacking or not all(names[i] in stored_judgments for i in b):
+            todo.append(b)
+            missing.append(lacking)
     if not todo:
         return 0, len(names)
     judgments = store.judgment_writer(kind, category)
@@ -337,8 +394,7 @@ def _score_category(config: RunConfig, store: ScoreStore, d: _Dist, device: Any,
     done = 0
 
     def flush() -> None:
-        for w in [*writers, judgments]:  # judgments last: a batch counts as stored only when they are
-            w.flush()
+        store.flush([*writers, judgments])  # judgments last: a batch counts as stored only when they are
 
     try:
         with torch.inference_mode():
@@ -349,7 +405,8 @@ def _score_category(config: RunConfig, store: ScoreStore, d: _Dist, device: Any,
                 moved = {k: v.to(device, non_blocking=cuda) for k, v in batch.items()
                          if isinstance(v, torch.Tensor)}
                 if samples:  # empty when every sample of the batch was skipped
-                    _add_scores(config, kind, category, active, writers, moved, samples, device, tally, bar)
+                    _add_scores(config, kind, category, [active[m] for m in missing[bi]],
+                                [writers[m] for m in missing[bi]], moved, samples, device, tally, bar)
                     for sample, value in zip(samples, batch[JUDGMENT_COLUMN[kind]].tolist(), strict=True):
                         judgments.add(sample, (float(value),))
                     tally.conversions.update(c for item in batch["conversions"] for c in item)
@@ -375,19 +432,23 @@ def _score_category(config: RunConfig, store: ScoreStore, d: _Dist, device: Any,
 
 def _add_scores(config: RunConfig, kind: str, category: str, active: list[ActiveMetric], writers: list[Any],
                 moved: dict[str, Any], samples: list[str], device: Any, tally: _Tally, bar: Any) -> None:
-    """Score one batch with every metric and hand the per-sample values to the store's writers."""
+    """Score one batch with the given metrics and hand the per-sample values to their store writers.
+
+    ``inf``/``-inf`` are stored as such (ordered values, e.g. PSNR of identical images); a NaN score is
+    stored as ``nan``, with a warning, and left out of the statistics.
+    """
     for a, w in zip(active, writers, strict=True):
         t0 = time.perf_counter()
         with _autocast(device, config.amp):
             cols = score_batch(kind, a.metric, moved)  # ends on the CPU: includes device sync
         tally.seconds[a.name] = tally.seconds.get(a.name, 0.0) + time.perf_counter() - t0
+        tally.pairs[a.name] += len(samples) * len(cols)
         columns = [c.tolist() for c in cols]
         for j, sample in enumerate(samples):
             values = tuple(c[j] for c in columns)
-            if not all(map(math.isfinite, values)):
+            if any(map(math.isnan, values)):
                 bar.write(f"warning: {a.name} gave {values} for {kind}/{category} sample {sample}; stored "
                           "as nan and excluded from statistics", file=sys.stderr)
-                values = tuple(v if math.isfinite(v) else math.nan for v in values)
             w.add(sample, values)
 
 
@@ -441,17 +502,31 @@ def run_benchmark(config: RunConfig, *, hook: FlushHook | None = None) -> RunRes
     On any error the scores flushed so far stay in the store, ``run.json`` says ``"interrupted"`` or
     ``"failed"`` (with the error), and rerunning the same command resumes.
     """
+    from spips_bench.settings import offline_mode
+
+    with offline_mode(config.offline):  # --offline for this run only; the environment is untouched
+        return _run_benchmark(config, hook)
+
+
+def _run_benchmark(config: RunConfig, hook: FlushHook | None) -> RunResult:
     d = _Dist.from_env()
     offline = use_offline(config)
     device = _device(config.device, d)
     plan = resolve_plan(config)
     name, root = _dataset(config, d)
+    # The plan against the disk, before any metric is built: what is absent is named (or refused) now.
+    plan, absent = plan_on_disk(config, plan, root) if name == "bapps" else (plan, [])
+    if absent and d.rank == 0:
+        print(absent_notice(root, config.split, absent, len(plan)), file=sys.stderr)
     active, metric_info, metric_prints = build_metrics(config, device, offline)
     load = config.load_size or "native"
     out = Path(config.out or f"runs/{name}-{config.split}-{load}")
     store = ScoreStore(out, rank=d.rank, world_size=d.world)
     versions = package_versions()
-    dataset_info, fingerprint = describe_run(config, name, root, device.type, versions, metric_prints)
+    dataset_info, fingerprint = describe_run(config, name, root, device.type, versions, metric_prints,
+                                             absent=absent)
+    listing = data_listing(root, config.split, plan)  # names and sizes of the files to score
+    fingerprint["data"] = listing_digests(listing)
     started, t0 = _now(), time.perf_counter()
     with _maybe_lock(store, d):
         previous: dict[str, Any] | None = None
@@ -465,6 +540,7 @@ def run_benchmark(config: RunConfig, *, hook: FlushHook | None = None) -> RunRes
                 if config.overwrite and previous is not None:
                     store.clear()
                     previous = None
+                fingerprint["data"] = listing_digests(listing, stored_exclusions(previous))
                 check_fingerprint(store, previous, fingerprint)
                 store.remove_stale_temporaries()  # of a run killed while writing; the lock is ours
             except RunConfigError as exc:
@@ -476,11 +552,16 @@ def run_benchmark(config: RunConfig, *, hook: FlushHook | None = None) -> RunRes
                               dataset=dataset_info, metrics=metric_info, device=device, world_size=d.world,
                               started=started)
         record["skipped"] = list((previous or {}).get("skipped", []))  # until this run knows better
+        # Absent categories of earlier invocations stay named until a run scores them.
+        planned = {f"{k}/{c}" for k, c in plan}
+        earlier_absent = set((previous or {}).get("dataset", {}).get("absent", [])) - planned
+        record["dataset"]["absent"] = sorted(earlier_absent | set(absent))
         if d.rank == 0:
             store.write_run(record)
         d.barrier()
         conversions: dict[str, dict[str, int]] = {}
         seconds: dict[str, float] = {}
+        metric_pairs: Counter[str] = Counter()
         scored = 0
         pairs = 0
         # Skipped samples of the categories scored now are found again (their batches stay unfinished);
@@ -497,18 +578,22 @@ def run_benchmark(config: RunConfig, *, hook: FlushHook | None = None) -> RunRes
                     found += tally.skipped
                 record["categories"][f"{kind}/{category}"] = n_total
                 scored += n_done
-                pairs += n_done * (2 if kind == "2afc" else 1) * len(active)
+                metric_pairs.update(tally.pairs)
+                pairs = sum(metric_pairs.values())
                 if tally.conversions:
                     conversions[f"{kind}/{category}"] = dict(sorted(tally.conversions.items()))
         except BaseException as exc:
             if d.rank == 0:  # the scores flushed so far stay; a rerun of the same command resumes
-                stop = ({"status": "interrupted", "interrupted": _now()} if isinstance(exc, KeyboardInterrupt)
+                # SIGTERM/SIGHUP arrive as a KeyboardInterrupt that names its signal (spips-bench run).
+                stop = ({"status": "interrupted", "interrupted": _now(),
+                         "signal": getattr(exc, "signame", "SIGINT")} if isinstance(exc, KeyboardInterrupt)
                         else {"status": "failed", "failed": _now(), "error": str(exc)})
                 record.update(stop, skipped=_sorted_skips(earlier + found))
                 with contextlib.suppress(StoreWriteError):  # a full disk: the earlier run.json stays
                     store.write_run(record)
             raise
         scored, pairs, seconds = d.total(scored), d.total(pairs), d.total(seconds)
+        per_metric = d.total(dict(metric_pairs))
         found = d.gather(found)
         d.barrier()
         reports: dict[str, Path] = {}
@@ -521,7 +606,7 @@ def run_benchmark(config: RunConfig, *, hook: FlushHook | None = None) -> RunRes
                                       "pairs_per_second": round(pairs / wall, 3)},
                           metric_seconds={k: round(v, 3) for k, v in seconds.items()},
                           # pairs each metric scored per second of its own compute (decoding excluded)
-                          metric_pairs_per_second={k: round(pairs / len(active) / v, 3)
+                          metric_pairs_per_second={k: round(per_metric.get(k, 0) / v, 3)
                                                    for k, v in seconds.items() if v > 0},
                           conversions=conversions, nonfinite=nonfinite_samples(store),
                           skipped=_sorted_skips(earlier + found))
@@ -529,6 +614,11 @@ def run_benchmark(config: RunConfig, *, hook: FlushHook | None = None) -> RunRes
             for a in active:  # what each metric holds in this folder, for `spips-bench tables --check`
                 entry = record["metrics"][a.name]
                 entry["scored"] = sorted({*entry.get("scored", []), *(f"{k}/{c}" for k, c in plan)})
+            # The listing digests now leave out exactly the samples that stay skipped (a repaired one is in).
+            excluded: dict[str, list[str]] = {}
+            for e in record["skipped"]:
+                excluded.setdefault(f"{e['kind']}/{e['category']}", []).append(e["sample"])
+            record["fingerprint"]["data"].update(json_safe(listing_digests(listing, excluded)))
             store.write_run(record)
             reports = write_reports(out)
         d.barrier()

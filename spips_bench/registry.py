@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from importlib.metadata import entry_points
@@ -41,6 +41,9 @@ class MetricSpec:
         trained: ``False`` when the metric's learned parts run from a data-free initialisation.
         requires: optional Python packages (import names) the metric needs beyond the core install.
         ablation_of: for an ablated variant, the name of the full metric (tables group them).
+        differentiable: whether the score, with these options, has real gradients with respect to the
+            images (``False`` where e.g. an 8-bit rounding makes them zero; the metric then warns when
+            its input requires grad). ``False`` for a plugin class that does not say.
         source: ``"builtin"`` or the distribution that provided the plugin.
     """
 
@@ -57,6 +60,7 @@ class MetricSpec:
     trained: bool = True
     requires: tuple[str, ...] = ()
     ablation_of: str | None = None
+    differentiable: bool = False
     source: str = "builtin"
 
     @property
@@ -72,22 +76,46 @@ class MetricSpec:
 
         return [w for w in self.weights if not weights.is_present(w)]
 
+    @property
+    def packages(self) -> tuple[str, ...]:
+        """Every optional package (import name) the metric uses: ``requires``, then the packages that ship
+        one of its weight files (:attr:`spips_bench.weights.WeightFile.package`), derived, never listed
+        twice."""
+        if not self.weights:
+            return self.requires
+        from spips_bench.weights import WEIGHTS
+
+        shipped = [wf.package[0] for wf in (WEIGHTS.get(w) for w in self.weights) if wf and wf.package]
+        return tuple(dict.fromkeys([*self.requires, *shipped]))
+
     def missing_requirements(self) -> list[str]:
-        """Optional packages of ``requires`` that are not installed (found without importing them)."""
+        """Packages of :attr:`packages` that stop this metric on this machine (found without importing them).
+
+        A package of ``requires`` is needed always; a package that ships a weight file is needed only
+        while no other copy of that file is found (``$SPIPS_BENCH_WEIGHTS``, the torch hub cache).
+        """
         import importlib.util
 
-        return [m for m in self.requires if importlib.util.find_spec(m) is None]
+        missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
+        if self.weights:
+            from spips_bench.weights import WEIGHTS
+
+            for name in self.missing_weights():
+                shipped_in = WEIGHTS[name].package if name in WEIGHTS else None
+                if shipped_in is not None and importlib.util.find_spec(shipped_in[0]) is None:
+                    missing.append(shipped_in[0])
+        return list(dict.fromkeys(missing))
 
     def unavailable_reason(self) -> str | None:
         """Why this metric cannot run on this machine (missing package or weights), or ``None``."""
         missing = self.missing_requirements()
         if missing:
-            return (f"needs the optional package(s) {', '.join(missing)}; "
-                    f"install with `pip install {' '.join(missing)}`")
+            names = ", ".join(DISTRIBUTIONS.get(m, m) for m in missing)
+            return f"needs {_plural(missing, 'package')} {names}, not installed: `{pip_install_line(missing)}`"
         absent = self.missing_weights()
         if absent:
-            return (f"weights not available: {', '.join(absent)}; "
-                    "see `spips-bench weights` and `spips-bench weights fetch NAME`")
+            return (f"{_plural(absent, 'weight file')} {', '.join(absent)} not on this machine: "
+                    f"`spips-bench weights fetch {' '.join(absent)}` where there is network")
         return None
 
     def load_class(self) -> type:
@@ -95,6 +123,28 @@ class MetricSpec:
         if not attr:
             raise ValueError(f"metric {self.name!r}: target {self.target!r} must look like 'module:Class'")
         return getattr(importlib.import_module(module_name), attr)  # type: ignore[no-any-return]
+
+
+#: pip's name of each optional package that a card's ``requires`` or a weight file's ``package`` may name by
+#: its import name (and of pyiqa, for :mod:`spips_bench.integrations.pyiqa`); every one of them is in the
+#: ``all`` extra of ``pyproject.toml``, which a test checks.
+DISTRIBUTIONS: dict[str, str] = {
+    "pyiqa": "pyiqa",
+    "lpips": "lpips",
+    "DISTS_pytorch": "DISTS_pytorch",
+    "stlpips_pytorch": "stlpips-pytorch",
+}
+#: The extra of ``pyproject.toml`` that installs every package that makes a metric work offline.
+ALL_EXTRA = "all"
+
+
+def pip_install_line(packages: Iterable[str]) -> str:
+    """The exact command that installs ``packages`` (import names), e.g. ``pip install stlpips-pytorch``."""
+    return "pip install " + " ".join(DISTRIBUTIONS.get(p, p) for p in packages)
+
+
+def _plural(items: Sequence[str], noun: str) -> str:
+    return noun if len(items) == 1 else noun + "s"
 
 
 class Registry:
@@ -216,6 +266,7 @@ def spec_from_class(cls: type, *, name: str | None = None, source: str = "builti
         citation=cls.citation,
         description=(cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "",
         trained=bool(cls.trained),
+        differentiable=bool(getattr(cls, "differentiable", False)),
         source=source,
     )
 

@@ -9,6 +9,7 @@ and ``tables.tex`` without computing any metric, so ``spips-bench tables`` can r
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -20,34 +21,76 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spips_bench.errors import RunConfigError, WeightsUnavailableError
+from spips_bench.errors import DatasetError, RunConfigError, WeightsUnavailableError
 from spips_bench.store import ScoreStore, atomic_write_text
 from spips_bench.weights import sha256_file
 
 if TYPE_CHECKING:
     from spips_bench.evaluate import RunConfig
 
-RUN_FORMAT = "spips-bench-run/1"
+RUN_FORMAT = "spips-bench-run/2"
 KINDS = ("2afc", "jnd")
 #: The per-metric settings that change its scores; a run folder refuses a metric whose settings differ.
-FINGERPRINT_KEYS = ("target", "options", "weights", "checkpoint_sha256", "trained")
+FINGERPRINT_KEYS = ("target", "options", "weights", "checkpoint_sha256", "trained", "packages")
 #: Report files and the ``--format`` names that select them.
 REPORT_FILES = {"md": "tables.md", "tex": "tables.tex"}
 
 
+#: Distributions whose code takes part in every score: decoding and resizing (Pillow), the tensors
+#: (torch, numpy), the filters (scipy), the reference implementations (piq, torchvision trunks). Each is
+#: in the fingerprint; the packages that ship a metric's weights are in that metric's fingerprint.
+SCORING_PACKAGES = ("spips-bench", "torch", "torchvision", "numpy", "scipy", "piq", "pillow")
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def package_versions() -> dict[str, str]:
     """Versions of Python and of the packages whose behaviour can change a score."""
-    out = {"python": platform.python_version()}
-    for dist in ("spips-bench", "torch", "torchvision", "numpy", "scipy", "piq", "pillow"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = "not installed"
-    return out
+    return {"python": platform.python_version(), **{dist: _version(dist) for dist in SCORING_PACKAGES}}
 
 
-#: Package files whose code can change a stored score (the reports are rebuilt from the store anyway).
-SCORING_CODE = ("metric.py", "validation.py", "imageio.py", "weights.py", "data/bapps.py", "zoo")
+@functools.cache
+def _distributions() -> Mapping[str, list[str]]:
+    """Import package -> distributions (a scan of every installed distribution: done once)."""
+    return metadata.packages_distributions()
+
+
+def weight_packages(weights: Sequence[str]) -> dict[str, str]:
+    """``{distribution: version}`` of the installed packages that ship the named weight files."""
+    from spips_bench.weights import WEIGHTS
+
+    dists = _distributions()
+    out: dict[str, str] = {}
+    for name in weights:
+        wf = WEIGHTS.get(name)
+        if wf is None or wf.package is None:
+            continue
+        for dist in dists.get(wf.package[0], [wf.package[0]]):
+            out[dist] = _version(dist)
+    return dict(sorted(out.items()))
+
+
+#: Package files whose code can change a stored score (the reports are rebuilt from the store anyway):
+#: the metrics and their cards, image decoding, the readers, and the runner's scoring path, store and
+#: registry.
+SCORING_CODE = ("metric.py", "validation.py", "imageio.py", "weights.py", "data/bapps.py", "zoo", "cards",
+                "evaluate.py", "store.py", "registry.py")
+
+
+def scoring_code_files() -> list[Path]:
+    """The files of :data:`SCORING_CODE` (Python sources and metric cards), in hashing order."""
+    root = Path(__file__).parent
+    files: list[Path] = []
+    for entry in SCORING_CODE:
+        path = root / entry
+        found = sorted(f for f in path.rglob("*") if f.suffix in (".py", ".toml")) if path.is_dir() else [path]
+        files += [f for f in found if f.is_file()]
+    return files
 
 
 def scoring_code_sha256() -> str:
@@ -58,12 +101,8 @@ def scoring_code_sha256() -> str:
     """
     root = Path(__file__).parent
     h = hashlib.sha256()
-    for entry in SCORING_CODE:
-        path = root / entry
-        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
-        for f in files:
-            if f.is_file():
-                h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    for f in scoring_code_files():
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()
 
 
@@ -80,16 +119,37 @@ def check_fingerprint(store: ScoreStore, previous: Mapping[str, Any] | None,
                       current: Mapping[str, Any]) -> None:
     """Refuse to mix results of different configurations in one run folder.
 
-    The global settings (dataset, split, load size, device type, AMP, versions) must be equal; so must
-    the settings of every metric stored by both runs. Adding metrics or categories is allowed.
+    The global settings (dataset, its resolved root, split, load size, device type, AMP, package
+    versions, scoring code) must be equal; so must the settings of every metric stored by both runs,
+    and the listing digest (names and sizes) of every category an earlier run went through to its end.
+    Adding metrics or categories is allowed.
 
     Raises:
-        RunConfigError: naming the differing setting, its stored and new value, and the way out.
+        RunConfigError: naming the differing setting, its stored and new value, and the way out; or the
+            folder was written in another run format.
     """
     if previous is None:
         return
-    old_fp = previous.get("fingerprint", {})
     hint = f"Use another --out, or pass --overwrite to discard the results in {store.root}."
+    if previous.get("format") != RUN_FORMAT:
+        raise RunConfigError(
+            f"{store.run_file} was written in run format {previous.get('format')!r}; this spips-bench writes "
+            f"{RUN_FORMAT!r}, whose fingerprint also covers the data root and files and every package that "
+            f"decides a score, so the stored scores cannot be checked against this run. Rerun with "
+            f"--overwrite to discard the results in {store.root}, or choose another --out."
+        )
+    old_fp = previous.get("fingerprint", {})
+    gone_through = previous.get("categories", {})  # a category a run went through to its end
+    for key, new in current.get("data", {}).items():
+        old = old_fp.get("data", {}).get(key)
+        # A category no run finished yet may change: the file that stopped a run is repaired, then resumed.
+        if old is not None and key in gone_through and old.get("sha256") != new.get("sha256"):
+            raise RunConfigError(
+                f"{store.run_file}: the files of {key} changed since they were scored ({old.get('files')} "
+                f"files, listing digest {str(old.get('sha256'))[:12]} then; {new.get('files')} files, "
+                f"{str(new.get('sha256'))[:12]} now; names and sizes are compared); scores of different "
+                f"data cannot share a run folder. {hint}"
+            )
     for key, new in current["global"].items():
         old = old_fp.get("global", {}).get(key)
         if old != new:
@@ -120,12 +180,14 @@ class ActiveMetric:
 
 
 def use_offline(config: RunConfig) -> bool:
-    """Whether downloads are off for this run; ``--offline`` switches them off for the whole process."""
-    if config.offline:
-        os.environ["SPIPS_BENCH_OFFLINE"] = "1"  # read by spips_bench.weights before any download
-    from spips_bench.weights import is_offline
+    """Whether downloads are off for this run: ``config.offline`` or :func:`spips_bench.settings.offline`.
 
-    return is_offline()
+    The runner holds :func:`spips_bench.settings.offline_mode` for ``--offline`` while it runs, so every
+    weight lookup sees the same answer without the environment being written.
+    """
+    from spips_bench.settings import offline
+
+    return bool(config.offline) or offline()
 
 
 def resolve_plan(config: RunConfig) -> list[tuple[str, str]]:
@@ -151,6 +213,96 @@ def resolve_plan(config: RunConfig) -> list[tuple[str, str]]:
     return plan
 
 
+def download_hint(root: Path, split: str) -> str:
+    """The command that fetches what ``spips-bench run --split split`` reads into ``root``."""
+    what = " (2AFC val and JND, what `run --split val` reads)" if split == "val" else ""
+    return f"`spips-bench download bapps --split {split} --root {root}`{what}"
+
+
+def plan_on_disk(config: RunConfig, plan: Sequence[tuple[str, str]], root: Path,
+                 ) -> tuple[list[tuple[str, str]], list[str]]:
+    """Split ``plan`` into the ``(kind, category)`` pairs whose folders exist under ``root`` and the
+    ``"kind/category"`` names of those that do not; decide whether an absence is allowed.
+
+    An absence is allowed (the caller names it in a notice, in ``run.json`` and in the tables) unless
+    ``--strict`` is on, or the category or kind was asked for by name (``--categories``, ``--kinds``)
+    and none of it is there; with both given by name every pair counts as asked for.
+
+    Raises:
+        DatasetError: an absence that is not allowed, or nothing of the plan present; the message
+            names the folders and the download command.
+    """
+    from spips_bench.data.bapps import present_categories
+
+    on_disk = present_categories(root, config.split)
+    present = [(k, c) for k, c in plan if c in on_disk.get(k, [])]
+    absent = [f"{k}/{c}" for k, c in plan if (k, c) not in present]
+    if not absent:
+        return present, []
+    fix = f"Download it with {download_hint(root, config.split)}"
+    where = f"{root}/<kind>/{config.split}/<category>"
+
+    def refuse(what: str, why: str, way_out: str) -> DatasetError:
+        return DatasetError(f"{root}: BAPPS {config.split} lacks {what} ({why}; looked for {where}). {fix}, "
+                            f"or {way_out}.")
+
+    by_name = [f"{k}/{c}" for k, c in plan if f"{k}/{c}" in absent and config.categories and config.kinds]
+    for c in config.categories or []:
+        if not any(pc == c for _, pc in present):
+            by_name += [f"{k}/{pc}" for k, pc in plan if pc == c]
+    for k in config.kinds or []:
+        if not any(pk == k for pk, _ in present):
+            by_name += [f"{pk}/{c}" for pk, c in plan if pk == k]
+    if by_name:
+        asked = ", ".join(dict.fromkeys(by_name))
+        raise refuse(asked, "asked for by --categories/--kinds", "leave it out of --categories/--kinds")
+    if not present:
+        raise refuse(", ".join(absent), "nothing of the plan is there",
+                     "point --root at the folder that holds 2afc/ and jnd/")
+    if config.strict:
+        raise refuse(", ".join(absent), "--strict makes an absent category an error",
+                     "drop --strict to score the categories present and footnote the others")
+    return present, absent
+
+
+def absent_notice(root: Path, split: str, absent: Sequence[str], scored: int) -> str:
+    """The one line that says what of the plan the data lacks and how to get it."""
+    return (f"NOTICE: {root} holds part of BAPPS {split}: {', '.join(absent)} absent and not scored; "
+            f"scoring the {scored} categories present. Get the rest with {download_hint(root, split)}; "
+            "--strict makes an absent category an error.")
+
+
+def data_listing(root: Path, split: str, pairs: Sequence[tuple[str, str]]) -> dict[str, list[tuple[str, str]]]:
+    """The file listing (names and sizes) of each ``(kind, category)`` of ``pairs``, keyed ``"kind/category"``."""
+    from spips_bench.data.bapps import category_listing
+
+    return {f"{k}/{c}": category_listing(root / k / split / c) for k, c in pairs}
+
+
+def listing_digests(listing: Mapping[str, list[tuple[str, str]]],
+                    excluded: Mapping[str, Sequence[str]] | None = None) -> dict[str, dict[str, Any]]:
+    """One SHA-256 per category over its files' names and sizes, leaving out the samples ``excluded``
+    (those skipped under ``--on-error skip``: they have no stored score, and a repaired file of one
+    must not make the folder refuse the rerun that scores it)."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, entries in listing.items():
+        skip = set((excluded or {}).get(key, ()))
+        h = hashlib.sha256()
+        n = 0
+        for stem, line in entries:
+            if stem not in skip:
+                h.update(line.encode("utf-8", "surrogateescape") + b"\n")
+                n += 1
+        out[key] = {"files": n, "sha256": h.hexdigest(), "excluded": sorted(skip)}
+    return out
+
+
+def stored_exclusions(previous: Mapping[str, Any] | None) -> dict[str, list[str]]:
+    """The samples each category's stored listing digest leaves out (see :func:`listing_digests`)."""
+    data = (previous or {}).get("fingerprint", {}).get("data", {})
+    return {key: list(entry.get("excluded", [])) for key, entry in data.items()}
+
+
 def metric_names(requested: list[str]) -> list[str]:
     """Registry names of ``requested`` (aliases resolved, duplicates dropped); ``["all"]``: every metric."""
     from spips_bench.registry import get_spec, list_metrics
@@ -170,12 +322,47 @@ def json_safe(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str, sort_keys=True))
 
 
+def _too_small(config: RunConfig, name: str, min_size: int, explicit: bool) -> str | None:
+    """Why metric ``name`` cannot run at the fixed ``config.load_size``, as a table note (None: it can).
+
+    Raises:
+        RunConfigError: with ``--strict``, or when the metric was named in ``--metrics`` (not ``all``).
+    """
+    size = config.load_size
+    if size is None or min_size <= size:
+        return None  # at the native size each sample is checked against the minimum when it is read
+    if config.strict or explicit:
+        raise RunConfigError(
+            f"metric {name!r} needs patches of at least {min_size}x{min_size} px, and --load-size {size} gives "
+            f"{size}x{size}: pass --load-size {min_size} or more (BAPPS protocol: 64), or drop {name!r} from "
+            "--metrics. Nothing was scored."
+            + ("" if config.strict else " Under --metrics all it would be skipped and footnoted."))
+    # No "--" in a table note: LaTeX would typeset the flag's dashes as one en dash.
+    return (f"needs patches of at least {min_size}x{min_size} px, the load size is {size} px: use a load size "
+            f"of {min_size} px or more (BAPPS protocol: 64)")
+
+
+def _offline_details(missing: Sequence[str]) -> str:
+    """What the weights module says about each absent weight file offline: its URL, SHA-256 and the path
+    to put it at."""
+    from spips_bench.weights import resolve
+
+    details = []
+    for name in missing:
+        try:
+            resolve(name, offline=True)
+        except WeightsUnavailableError as exc:
+            details.append(str(exc))
+    return " ".join(details)
+
+
 def build_metrics(config: RunConfig, device: Any, offline: bool
                    ) -> tuple[list[ActiveMetric], dict[str, dict[str, Any]], dict[str, Any]]:
     """Create every runnable metric; returns them, their run.json entries and their fingerprints."""
     from spips_bench.registry import accepts_option, create_metric, get_spec
 
     names = metric_names(config.metrics)
+    explicit = [n.strip().lower() for n in config.metrics] != ["all"]
     ckpt_hash = sha256_file(config.checkpoint) if config.checkpoint else None
     active: list[ActiveMetric] = []
     info: dict[str, dict[str, Any]] = {}
@@ -185,28 +372,43 @@ def build_metrics(config: RunConfig, device: Any, offline: bool
         spec = get_spec(name)
         entry: dict[str, Any] = {"higher_is_better": spec.higher_is_better, "trained": spec.trained,
                                  "target": spec.target, "options": json_safe(spec.options),
-                                 "weights": weight_hashes(spec.weights), "ablation_of": spec.ablation_of}
+                                 "weights": weight_hashes(spec.weights), "ablation_of": spec.ablation_of,
+                                 "packages": weight_packages(spec.weights)}
         options: dict[str, Any] = {}
         if config.checkpoint is not None and accepts_option(spec, "checkpoint"):
             options["checkpoint"] = str(config.checkpoint)
             entry["checkpoint_sha256"] = ckpt_hash
             entry["trained"] = True
             takers.append(name)
+        small = _too_small(config, name, int(spec.min_size), explicit)
+        if small is not None:  # known from the load size alone: nothing is created, no data is read
+            info[name] = {**entry, "status": "skipped", "reason": small, "note": small}
+            continue
         missing = spec.missing_weights()
-        reason = f"weight file(s) {', '.join(missing)} not available offline" if missing and offline else None
+        # `note`: one short clause with the fix (tables, grouped); `reason`: the details (run.json, stderr).
+        note = spec.unavailable_reason() if missing and offline else None
+        reason = _offline_details(missing) or note if note else None
         metric: Any = None
         if reason is None:
             try:
                 metric = create_metric(name, **options)
             except WeightsUnavailableError as exc:
                 reason = f"weights unavailable: {exc}"
+                note = spec.unavailable_reason() or "weights unavailable"
             except ImportError as exc:  # an optional dependency of this one metric is not installed
                 reason = f"needs a package that is not installed ({exc})"
+                note = spec.unavailable_reason() or (
+                    f"needs package {exc.name}, not installed: `pip install {exc.name}`" if exc.name
+                    else "needs a package that is not installed")
         if reason is not None:
             if config.strict:
                 raise WeightsUnavailableError(f"metric {name!r} cannot run: {reason}. Without --strict it "
                                               "would be skipped and footnoted.")
-            info[name] = {**entry, "status": "skipped", "reason": reason}
+            info[name] = {**entry, "status": "skipped", "reason": reason, "note": note}
+            continue
+        small = _too_small(config, name, int(getattr(metric, "min_size", spec.min_size)), explicit)
+        if small is not None:  # the options of this instance raised its minimum
+            info[name] = {**entry, "status": "skipped", "reason": small, "note": small}
             continue
         metric = metric.to(device).eval()
         entry["trained"] = bool(getattr(metric, "trained", entry["trained"]))
@@ -221,17 +423,22 @@ def build_metrics(config: RunConfig, device: Any, offline: bool
 
 
 def describe_run(config: RunConfig, dataset: str, root: Path, device_type: str, versions: Mapping[str, str],
-                 metric_prints: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+                 metric_prints: Mapping[str, Any], *, absent: Sequence[str] = (),
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The dataset entry of ``run.json`` and the run's configuration fingerprint.
 
     The fingerprint's ``global`` part holds every setting that changes a stored number: dataset (and demo
-    version), split, load size, device type, AMP, and the spips-bench and torch versions.
+    version), its resolved root, split, load size, device type, AMP, the versions of
+    :data:`SCORING_PACKAGES` and the hash of the scoring code. Its ``data`` part (filled by the runner
+    with :func:`listing_digests`) holds one listing digest per category. ``absent``: the
+    ``"kind/category"`` of the plan that the data lacks.
     """
     info: dict[str, Any] = {"name": dataset, "root": str(root), "split": config.split,
-                            "load_size": config.load_size, "synthetic_judgments": dataset == "demo"}
-    glob: dict[str, Any] = {"dataset": dataset, "split": config.split, "load_size": config.load_size,
-                            "device_type": device_type, "amp": config.amp,
-                            "spips-bench": versions["spips-bench"], "torch": versions["torch"],
+                            "load_size": config.load_size, "synthetic_judgments": dataset == "demo",
+                            "absent": sorted(absent)}
+    glob: dict[str, Any] = {"dataset": dataset, "root": str(root), "split": config.split,
+                            "load_size": config.load_size, "device_type": device_type, "amp": config.amp,
+                            **{dist: versions[dist] for dist in SCORING_PACKAGES},
                             "scoring_code_sha256": scoring_code_sha256()}
     if dataset == "demo":
         from spips_bench.data.demo import DEMO_LABEL, DEMO_VERSION
@@ -257,6 +464,8 @@ def start_record(config: RunConfig, *, previous: Mapping[str, Any] | None, versi
         "format": RUN_FORMAT, "status": "running", "versions": dict(versions),
         "arguments": json_safe(asdict(config)),
         "fingerprint": json_safe({"global": fingerprint["global"],
+                                  "data": {**prev.get("fingerprint", {}).get("data", {}),
+                                           **fingerprint.get("data", {})},
                                   "metrics": {**old_prints, **fingerprint["metrics"]}}),
         "statistics": {"bootstrap": config.bootstrap, "seed": config.seed},
         "device": str(device),
@@ -271,7 +480,12 @@ def start_record(config: RunConfig, *, previous: Mapping[str, Any] | None, versi
 
 def _summaries(store: ScoreStore, record: Mapping[str, Any], n_boot: int, seed: int,
                ) -> tuple[list[Any], list[str]]:
-    """Summary rows of every complete (kind, category, metric) in the store, plus footnotes."""
+    """Summary rows of every complete (kind, category, metric) in the store, plus footnotes.
+
+    An infinite score is an ordered value (as in the official LPIPS evaluation) and stays in; a NaN
+    score (the metric failed) is left out of every statistic of its metric. A (metric, category)
+    without one usable sample gets a footnote instead of rows; the others are reported as usual.
+    """
     import numpy as np
 
     from spips_bench.store import SCORE_COLUMNS
@@ -282,7 +496,8 @@ def _summaries(store: ScoreStore, record: Mapping[str, Any], n_boot: int, seed: 
     skipped = skipped_counts(record)
     rows: list[Any] = []
     notes: list[str] = []
-    nonfinite: dict[str, list[str]] = {}
+    nan_counts: dict[str, list[str]] = {}
+    inf_counts: dict[str, list[str]] = {}
     order = {name: i for i, name in enumerate(metrics)}
     entries = sorted(store.entries(), key=lambda e: (e[0], e[1], order.get(e[2], len(order)), e[2]))
     for kind, category, metric in entries:
@@ -295,6 +510,15 @@ def _summaries(store: ScoreStore, record: Mapping[str, Any], n_boot: int, seed: 
         n_expected = expected.get(f"{kind}/{category}")
         if n_expected is not None:  # skipped samples (--on-error skip) have no row: they are not owed
             n_expected -= skipped.get(f"{kind}/{category}", 0)
+        foreign = sorted(set(scores) - set(judgments))
+        if foreign or (n_expected is not None and len(judgments) > n_expected):
+            path = (store.score_path(kind, category, metric) if foreign
+                    else store.judgment_path(kind, category))
+            what = (f"{len(foreign)} score row(s) for samples without a judgment (first: {foreign[0]!r})"
+                    if foreign else f"{len(judgments)} judgment rows for {n_expected} samples")
+            notes.append(f"{metric} on {kind}/{category}: left out: the store holds {what}, rows no run of "
+                         f"this folder wrote; remove {path} and rerun to score it again.")
+            continue
         if n_expected is None or len(judgments) != n_expected or set(scores) != set(judgments):
             notes.append(f"{metric} on {kind}/{category}: incomplete ({len(scores)} of "
                          f"{n_expected or len(judgments)} samples scored); rerun to finish it.")
@@ -303,10 +527,18 @@ def _summaries(store: ScoreStore, record: Mapping[str, Any], n_boot: int, seed: 
         h = np.array([judgments[s] for s in samples], dtype=np.float64)
         d = np.array([scores[s] for s in samples], dtype=np.float64)
         d = d.reshape(len(samples), len(SCORE_COLUMNS[kind]))
-        keep = np.isfinite(d).all(axis=1) & np.isfinite(h)
-        bad = int((~np.isfinite(d).all(axis=1)).sum())
-        if bad:
-            nonfinite.setdefault(metric, []).append(f"{bad} of {len(samples)} in {kind}/{category}")
+        failed = np.isnan(d).any(axis=1)
+        infinite = np.isinf(d).any(axis=1) & ~failed
+        keep = ~failed & np.isfinite(h)
+        where = f"{kind}/{category}"
+        if failed.any():
+            nan_counts.setdefault(metric, []).append(f"{int(failed.sum())} of {len(samples)} in {where}")
+        if infinite.any():
+            inf_counts.setdefault(metric, []).append(f"{int(infinite.sum())} of {len(samples)} in {where}")
+        if not keep.any():
+            notes.append(f"{metric} on {where}: no statistics: every one of its {len(samples)} scores is NaN "
+                         "(the metric failed on each; listed in run.json).")
+            continue
         hib = bool(info["higher_is_better"])
         if kind == "2afc":
             rows += summarize_2afc(category, metric, d[keep, 0], d[keep, 1], h[keep], higher_is_better=hib,
@@ -314,9 +546,13 @@ def _summaries(store: ScoreStore, record: Mapping[str, Any], n_boot: int, seed: 
         else:
             rows += summarize_jnd(category, metric, d[keep, 0], h[keep], higher_is_better=hib,
                                   n_boot=n_boot, seed=seed)
-    for metric, where in nonfinite.items():
-        notes.append(f"{metric}: non-finite scores excluded from all statistics ({'; '.join(where)} "
-                     "samples; listed in run.json).")
+    for metric, places in nan_counts.items():
+        notes.append(f"{metric}: NaN scores excluded from all statistics ({'; '.join(places)} samples; listed in "
+                     "run.json).")
+    for metric, places in inf_counts.items():
+        notes.append(f"{metric}: infinite scores ({'; '.join(places)} samples, e.g. PSNR of identical images) are "
+                     "ordered values, as in the official LPIPS evaluation, in every statistic but the PLCC of "
+                     "d0 - d1 and of -d, which leave them out (its n says how many remain).")
     return rows, notes
 
 
@@ -337,6 +573,34 @@ def skipped_counts(record: Mapping[str, Any]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def skipped_metrics(record: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The metrics a run could not create, grouped by their short reason (``note``), in run order.
+
+    A record written before notes existed groups its skipped metrics under one generic note.
+    """
+    groups: dict[str, list[str]] = {}
+    for name, info in record.get("metrics", {}).items():
+        if info.get("status") == "skipped":
+            groups.setdefault(info.get("note") or "reason recorded in run.json", []).append(name)
+    return groups
+
+
+def skip_messages(record: Mapping[str, Any]) -> list[str]:
+    """The lines that tell the user which metrics were not run: one per group with its fix, then each
+    distinct detailed reason once (the same details are in ``run.json``)."""
+    metrics: Mapping[str, Any] = record.get("metrics", {})
+    lines: list[str] = []
+    for note, names in skipped_metrics(record).items():
+        lines.append(f"not run: {', '.join(names)}: {note}")
+        details: dict[str, list[str]] = {}
+        for name in names:
+            reason = str(metrics[name].get("reason") or "")
+            if reason and not reason.startswith(note):
+                details.setdefault(reason, []).append(name)
+        lines += [f"  details ({', '.join(who)}): {reason}" for reason, who in details.items()]
+    return lines
+
+
 def metric_footnotes(record: Mapping[str, Any]) -> list[str]:
     """Footnotes for skipped metrics and samples and the image size of the run (the tables mark
     untrained metrics themselves)."""
@@ -345,9 +609,8 @@ def metric_footnotes(record: Mapping[str, Any]) -> list[str]:
     size = ds.get("load_size")
     notes.append(f"Patches loaded at {size}x{size} px (PIL bilinear)." if size else
                  "Patches loaded at their stored size (no resizing).")
-    for name, info in record.get("metrics", {}).items():
-        if info.get("status") == "skipped":
-            notes.append(f"{name}: skipped ({info.get('reason', 'no reason recorded')}).")
+    for note, names in skipped_metrics(record).items():
+        notes.append(f"Not run: {', '.join(names)} ({note}; details in run.json).")
     counts = skipped_counts(record)
     if counts:
         where = ", ".join(f"{n} in {key}" for key, n in counts.items())
@@ -355,6 +618,17 @@ def metric_footnotes(record: Mapping[str, Any]) -> list[str]:
         notes.append(f"{sum(counts.values())} sample(s) skipped (on-error policy: skip): {where}. They are "
                      "left out of every statistic; run.json lists each with its file and the reason.")
     return notes
+
+
+def absent_footnotes(record: Mapping[str, Any]) -> list[str]:
+    """The footnote naming the categories of the plan that the data lacked, so that a table made from
+    part of BAPPS says which rows it cannot have."""
+    absent = record.get("dataset", {}).get("absent", [])
+    if not absent:
+        return []
+    # No "--" here: LaTeX would typeset the flag's dashes as one en dash.
+    return [f"Not scored, absent from the data: {', '.join(absent)}. The download command (spips-bench "
+            "download bapps) fetches them; a rerun into this folder then adds them."]
 
 
 def write_reports(out: str | os.PathLike[str], *, formats: Sequence[str] = ("md", "tex"),
@@ -396,7 +670,7 @@ def write_reports(out: str | os.PathLike[str], *, formats: Sequence[str] = ("md"
     infos = [MetricInfo(name, bool(info["higher_is_better"]), trained=bool(info.get("trained", True)),
                         ablation_of=info.get("ablation_of"))
              for name, info in record.get("metrics", {}).items() if name in present]
-    footnotes = [*metric_footnotes(record), *notes]
+    footnotes = [*metric_footnotes(record), *absent_footnotes(record), *notes]
     for fmt in formats:
         text = render_tables(rows, infos, fmt=fmt, title=report_title(record), footnotes=footnotes,
                              compare_paper=compare_paper, intervals=intervals)
@@ -406,8 +680,12 @@ def write_reports(out: str | os.PathLike[str], *, formats: Sequence[str] = ("md"
 
 
 def nonfinite_samples(store: ScoreStore) -> list[dict[str, str]]:
-    """Every stored non-finite score as ``{kind, category, metric, sample, column}``, sorted."""
-    from spips_bench.store import SCORE_COLUMNS
+    """Every stored non-finite score as ``{kind, category, metric, sample, column, value}``, sorted.
+
+    ``value`` is ``"nan"`` (a failed score, left out of the statistics), ``"inf"`` or ``"-inf"`` (an
+    ordered value, kept).
+    """
+    from spips_bench.store import SCORE_COLUMNS, format_value
 
     out: list[dict[str, str]] = []
     for kind, category, metric in store.entries():
@@ -415,5 +693,5 @@ def nonfinite_samples(store: ScoreStore) -> list[dict[str, str]]:
             for column, v in zip(SCORE_COLUMNS[kind], values, strict=True):
                 if not math.isfinite(v):
                     out.append({"kind": kind, "category": category, "metric": metric, "sample": sample,
-                                "column": column})
+                                "column": column, "value": format_value(v)})
     return out

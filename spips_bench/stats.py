@@ -11,6 +11,12 @@ loop, and the point estimate is the same kernel with unit weights. Ties are hand
 resampled arrays (duplicated samples tie). :func:`summary_intervals` bootstraps every statistic of a
 category at once on shared resamples.
 
+An infinite distance (PSNR of identical images is +inf, its negation -inf) is an ordered value, exactly
+as in the official LPIPS evaluation: smaller than every finite distance in the 2AFC comparison (two
+equal infinities tie and score 0.5) and first in the JND sort; the decision and rank correlations use
+its order too. Only Pearson's correlation, which needs finite values, leaves such samples out. NaN is
+refused everywhere (a failed score has no order).
+
 Reference: Zhang et al., "The Unreasonable Effectiveness of Deep Features as a Perceptual Metric",
 CVPR 2018, arXiv:1801.03924 (2AFC score, JND mAP).
 """
@@ -38,13 +44,16 @@ class Correlations:
         plcc: Pearson's linear correlation coefficient.
         srcc: Spearman's rank correlation (average ranks for ties).
         krcc: Kendall's tau-b.
-        n: number of samples used (after dropping NaN judgments).
+        n: number of samples the rank correlations used (after dropping NaN judgments).
+        plcc_n: number of samples PLCC used: also without those whose variable is infinite (an infinite
+            distance is an ordered value for SRCC and KRCC, but has no place in a linear fit).
     """
 
     plcc: float
     srcc: float
     krcc: float
     n: int
+    plcc_n: int
 
 
 @dataclass(frozen=True)
@@ -183,21 +192,41 @@ def _prepare_jnd_map(d: object, same: object) -> Kernel:
     return kernel
 
 
+def _correlation_variables(mode: str, arrays: tuple[object, ...]) -> tuple[Array, Array, npt.NDArray[np.bool_]]:
+    """``(x, y, valid)`` of a correlation: the metric's variable, the judgment and the usable samples."""
+    if mode == "jnd":
+        d, s = _distances(arrays[0], "d"), _judgments(arrays[1], "same")
+        _common_length((d, s))
+        return -d, s, ~np.isnan(s)
+    a, b, h = _distances(arrays[0], "d0"), _distances(arrays[1], "d1"), _judgments(arrays[2], "judge")
+    _common_length((a, b, h))
+    if mode == "decision":
+        return _decision(a, b), h, ~np.isnan(h)
+    with np.errstate(invalid="ignore"):
+        x = np.where(a == b, 0.0, a - b)  # equal infinities are a tie, not NaN
+    return x, h, ~np.isnan(h)
+
+
 def _prepare_correlation(mode: str, which: tuple[str, ...]) -> Callable[..., Kernel]:
+    """Kernels of the correlations in ``which``. An infinite distance (PSNR of identical images) is an
+    ordered value for the rank correlations; Pearson's needs finite values and leaves such samples out."""
+
     def prepare(*arrays: object) -> Kernel:
-        if mode == "jnd":
-            d, s = _distances(arrays[0], "d"), _judgments(arrays[1], "same")
-            _common_length((d, s))
-            return correlation_kernel(-d, s, ~np.isnan(s), which)
-        a, b, h = _distances(arrays[0], "d0"), _distances(arrays[1], "d1"), _judgments(arrays[2], "judge")
-        _common_length((a, b, h))
-        valid = ~np.isnan(h)
-        if mode == "decision":
-            x = _decision(a, b)
-        else:
-            with np.errstate(invalid="ignore"):
-                x = np.where(a == b, 0.0, a - b)  # equal infinities are a tie, not NaN
-        return correlation_kernel(x, h, valid, which)
+        x, y, valid = _correlation_variables(mode, arrays)
+        finite = valid & np.isfinite(x)
+        if "plcc" not in which or np.array_equal(finite, valid):
+            return correlation_kernel(x, y, valid, which)
+        pearson = correlation_kernel(x, y, finite, ("plcc",))
+        rest = tuple(name for name in which if name != "plcc")
+        ranks = correlation_kernel(x, y, valid, rest) if rest else None
+
+        def kernel(w: Array) -> Array:
+            columns = {"plcc": pearson(w)[:, 0]}
+            if ranks is not None:
+                columns.update(zip(rest, ranks(w).T, strict=True))
+            return np.stack([columns[name] for name in which], axis=1)
+
+        return kernel
 
     return prepare
 
@@ -256,9 +285,10 @@ def jnd_map(d: object, same: object) -> float:
 
 def _correlations(mode: str, arrays: tuple[object, ...]) -> Correlations:
     kernel = _prepare_correlation(mode, ("plcc", "srcc", "krcc"))(*arrays)
-    judg = _judgments(arrays[-1], "same" if mode == "jnd" else "judge")
-    values = kernel(np.ones((1, judg.size)))[0]
-    return Correlations(float(values[0]), float(values[1]), float(values[2]), int((~np.isnan(judg)).sum()))
+    x, _, valid = _correlation_variables(mode, arrays)
+    values = kernel(np.ones((1, x.size)))[0]
+    return Correlations(float(values[0]), float(values[1]), float(values[2]), int(valid.sum()),
+                        int((valid & np.isfinite(x)).sum()))
 
 
 def decision_correlation(d0: object, d1: object, judge: object) -> Correlations:
@@ -280,13 +310,16 @@ def continuous_correlation(d0: object, d1: object, judge: object) -> Correlation
     """Correlation of ``x = d0 - d1`` (how much closer p1 is, per the metric) with ``judge``.
 
     Same conventions as :func:`decision_correlation`. An infinite distance (PSNR of identical images)
-    makes ``x`` infinite: the rank correlations still hold, PLCC is then NaN.
+    makes ``x`` infinite (equal infinities are a tie, ``x = 0``): it is an ordered value for SRCC and
+    KRCC, and PLCC leaves those samples out (``plcc_n`` counts the samples it used).
     """
     return _correlations("continuous", (d0, d1, judge))
 
 
 def jnd_correlation(d: object, same: object) -> Correlations:
     """Correlation of the similarity ``-d`` with ``same`` on JND pairs (higher = better agreement).
+
+    An infinite distance is an ordered value for SRCC and KRCC; PLCC leaves those pairs out.
 
     Args:
         d: distances d(p0, p1), lower = more similar.

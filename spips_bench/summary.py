@@ -9,6 +9,9 @@ Statistics (all higher = better agreement with humans; see :mod:`spips_bench.sta
 * 2AFC: ``2afc_score`` (fraction in [0, 1], BAPPS protocol); ``plcc``/``srcc``/``krcc``: the decision
   correlation (the SPIPS paper's protocol); ``*_continuous``: the same correlations of ``d0 - d1``.
 * JND: ``jnd_map`` (average precision in [0, 1]); ``plcc``/``srcc``/``krcc`` of ``-d`` with ``same``.
+
+Infinite scores (PSNR of identical images) are ordered values in every statistic but the PLCC rows,
+which leave them out; ``n`` of each row counts the samples that statistic used.
 """
 
 from __future__ import annotations
@@ -115,6 +118,8 @@ def summarize_2afc(category: str, metric: str, d0: object, d1: object, judge: ob
     if not a.size == b.size == h.size:
         raise ValueError(f"{where}: d0, d1 and judge have lengths {a.size}, {b.size}, {h.size}; "
                          "pass one value per triplet.")
+    if a.size == 0:
+        raise ValueError(f"{where}: no triplets to summarise.")
     score_n = int(((a == b) | ~np.isnan(h)).sum())  # a tie needs no judgment: it scores 0.5
     if np.isnan(h).all():
         raise ValueError(f"{where}: every judgment is NaN; nothing to summarise.")
@@ -126,7 +131,8 @@ def summarize_2afc(category: str, metric: str, d0: object, d1: object, judge: ob
         point = correlate(a, b, h)
         for name in ("plcc", "srcc", "krcc"):
             value = getattr(point, name)
-            rows.append(_row("2afc", category, metric, name + suffix, value, cis[name + suffix], point.n))
+            n = point.plcc_n if name == "plcc" else point.n  # PLCC leaves infinite values out
+            rows.append(_row("2afc", category, metric, name + suffix, value, cis[name + suffix], n))
     return rows
 
 
@@ -150,13 +156,17 @@ def summarize_jnd(category: str, metric: str, d: object, same: object, *, higher
     if dist.size != s.size:
         raise ValueError(f"{where}: d and same have lengths {dist.size} and {s.size}; "
                          "pass one value per pair.")
+    if dist.size == 0:
+        raise ValueError(f"{where}: no pairs to summarise.")
     n = int((~np.isnan(s)).sum())
     if n == 0:
         raise ValueError(f"{where}: every 'same' judgment is NaN; nothing to summarise.")
     cis = _intervals("jnd", (dist, s), n_boot, seed)
     point = stats.jnd_correlation(dist, s)
     values = {"jnd_map": stats.jnd_map(dist, s), "plcc": point.plcc, "srcc": point.srcc, "krcc": point.krcc}
-    return [_row("jnd", category, metric, name, values[name], cis[name], n) for name in STATISTICS_JND]
+    counts = {"plcc": point.plcc_n}  # PLCC leaves infinite distances out
+    return [_row("jnd", category, metric, name, values[name], cis[name], counts.get(name, n))
+            for name in STATISTICS_JND]
 
 
 def _row(kind: str, category: str, metric: str, statistic: str, value: float,

@@ -126,6 +126,15 @@ class _Format:
             return s.replace("|", "\\|").replace("*", "\\*")
         return "".join(_TEX.get(ch, ch) for ch in s)
 
+    def note(self, s: str) -> str:
+        """A footnote; a `code span` (a command to run) is set in typewriter type in LaTeX."""
+        if not self.tex:
+            return self.text(s)
+        parts = s.split("`")
+        if len(parts) % 2 == 0:  # an unpaired backtick: no code spans
+            return self.text(s)
+        return "".join(f"\\texttt{{{self.text(p)}}}" if i % 2 else self.text(p) for i, p in enumerate(parts))
+
     def num(self, s: str) -> str:
         return f"${s}$" if self.tex and s.startswith(("-", "+")) else s
 
@@ -356,8 +365,8 @@ def _document(f: _Format, title: str, tables: list[_Table], notes: list[str]) ->
     if not tables:
         parts.append(f.text(f"{title}: no complete results to tabulate."))
     if f.tex:
-        items = "\n".join(f"\\item {f.text(n)}" for n in notes)
+        items = "\n".join(f"\\item {f.note(n)}" for n in notes)
         parts.append(f"\\paragraph{{Notes}}\n\\begin{{itemize}}\n{items}\n\\end{{itemize}}")
         return "% Requires \\usepackage{booktabs}.\n" + "\n\n".join(parts) + "\n"
-    parts.append("Notes:\n\n" + "\n".join(f"- {f.text(n)}" for n in notes))
+    parts.append("Notes:\n\n" + "\n".join(f"- {f.note(n)}" for n in notes))
     return "\n\n".join(parts) + "\n"

@@ -21,19 +21,21 @@ import hashlib
 import importlib.util
 import os
 import sys
+import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from spips_bench import settings
 from spips_bench.errors import WeightsIntegrityError, WeightsUnavailableError
 
 if TYPE_CHECKING:
     import torch
 
-ENV_WEIGHTS_DIR = "SPIPS_BENCH_WEIGHTS"
-ENV_OFFLINE = "SPIPS_BENCH_OFFLINE"
+ENV_WEIGHTS_DIR = settings.WEIGHTS
+ENV_OFFLINE = settings.OFFLINE
 
 
 @dataclass(frozen=True)
@@ -124,10 +126,11 @@ WEIGHTS: dict[str, WeightFile] = {
 # -- configuration -----------------------------------------------------------------------------------
 
 def is_offline(offline: bool | None = None) -> bool:
-    """Whether downloads are forbidden: ``offline`` if given, else ``SPIPS_BENCH_OFFLINE`` (1/true/yes)."""
+    """Whether downloads are forbidden: ``offline`` if given, else :func:`spips_bench.settings.offline`
+    (``--offline``, or ``SPIPS_BENCH_OFFLINE`` 1/true/yes/on)."""
     if offline is not None:
         return bool(offline)
-    return os.environ.get(ENV_OFFLINE, "").strip().lower() in ("1", "true", "yes", "on")
+    return settings.offline()
 
 
 def hub_checkpoint_dir() -> Path:
@@ -137,9 +140,7 @@ def hub_checkpoint_dir() -> Path:
 
         return Path(torch.hub.get_dir()) / "checkpoints"
     # torch.hub's own rule, without importing torch (keeps `spips-bench list` and `weights` fast)
-    torch_home = os.environ.get("TORCH_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "torch")
-    return Path(os.path.expanduser(torch_home)) / "hub" / "checkpoints"
+    return settings.torch_home() / "hub" / "checkpoints"
 
 
 def _get(name: str) -> WeightFile:
@@ -167,9 +168,9 @@ def package_path(wf: WeightFile) -> Path | None:
 
 def _candidates(wf: WeightFile) -> list[tuple[str, Path]]:
     out: list[tuple[str, Path]] = []
-    env_dir = os.environ.get(ENV_WEIGHTS_DIR)
-    if env_dir:
-        out.append((f"${ENV_WEIGHTS_DIR}", Path(env_dir).expanduser() / wf.filename))
+    env_dir = settings.weights_dir()
+    if env_dir is not None:
+        out.append((f"${ENV_WEIGHTS_DIR}", env_dir / wf.filename))
     out.append(("torch hub cache", hub_checkpoint_dir() / wf.filename))
     pkg = package_path(wf)
     if pkg is not None:
@@ -231,8 +232,8 @@ def verify(name: str, path: str | os.PathLike[str]) -> Path:
 # -- resolution and download ---------------------------------------------------------------------------
 
 def _unavailable_message(wf: WeightFile, reason: str) -> str:
-    env_dir = os.environ.get(ENV_WEIGHTS_DIR)
-    target = Path(env_dir).expanduser() / wf.filename if env_dir else hub_checkpoint_dir() / wf.filename
+    env_dir = settings.weights_dir()
+    target = env_dir / wf.filename if env_dir is not None else hub_checkpoint_dir() / wf.filename
     size = f", {wf.size:,} bytes" if wf.size else ""
     url = wf.url or "(no download URL; install the package that ships it)"
     pkg_hint = f" or install the Python package {wf.package[0]!r}, which ships it" if wf.package else ""
@@ -242,6 +243,45 @@ def _unavailable_message(wf: WeightFile, reason: str) -> str:
         f"{pkg_hint}; or set ${ENV_WEIGHTS_DIR} to a folder that holds {wf.filename}; "
         f"or run `spips-bench weights fetch {wf.name}` where the network is reachable."
     )
+
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether ``url`` points at this machine (the only host offline mode lets a download reach)."""
+    return (urllib.parse.urlsplit(url).hostname or "") in LOOPBACK_HOSTS
+
+
+class _RedirectGuard(urllib.request.HTTPRedirectHandler):
+    """Follows redirects like urllib, but in offline mode refuses one to another host before connecting."""
+
+    def __init__(self, local_only: bool, error: type[Exception]) -> None:
+        super().__init__()
+        self.local_only = local_only
+        self.error = error
+
+    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any,
+                         newurl: str) -> urllib.request.Request | None:
+        if self.local_only and not is_loopback_url(newurl):
+            fp.close()
+            raise self.error(
+                f"{req.full_url}: the server redirects (HTTP {code}) to {newurl}, which is not this machine; "
+                f"offline mode (${ENV_OFFLINE} or --offline) forbids downloads from other hosts, so no "
+                "connection was made. Unset it to allow the download, or copy the file here by hand."
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def open_url(request: str | urllib.request.Request, *, timeout: float, local_only: bool,
+             error: type[Exception]) -> Any:
+    """``urlopen`` whose every redirect is checked: with ``local_only`` (offline mode) a URL or a redirect
+    that leaves this machine raises ``error`` before any connection to that host is made."""
+    url = request.full_url if isinstance(request, urllib.request.Request) else request
+    if local_only and not is_loopback_url(url):
+        raise error(f"{url}: offline mode (${ENV_OFFLINE} or --offline) forbids downloads from other hosts; "
+                    "no connection was made. Unset it to allow the download.")
+    return urllib.request.build_opener(_RedirectGuard(local_only, error)).open(request, timeout=timeout)
 
 
 def resolve(name: str, *, path: str | os.PathLike[str] | None = None, offline: bool | None = None,
@@ -268,27 +308,37 @@ def resolve(name: str, *, path: str | os.PathLike[str] | None = None, offline: b
         raise WeightsUnavailableError(_unavailable_message(wf, "offline mode forbids downloading it"))
     if wf.url is None:
         raise WeightsUnavailableError(_unavailable_message(wf, "it has no download URL"))
-    return download(name, progress=progress)
+    return download(name, progress=progress, offline=offline)
 
 
 def download(name: str, *, dest_dir: str | os.PathLike[str] | None = None, progress: bool = True,
-             url: str | None = None) -> Path:
+             url: str | None = None, offline: bool | None = None) -> Path:
     """Download weight file ``name`` into ``dest_dir`` (default: the torch hub cache) and verify it.
 
     The data goes to ``<file>.part`` first and is renamed only after the SHA-256 matched, so an
-    interrupted or corrupted download never leaves a file that looks complete.
+    interrupted or corrupted download never leaves a file that looks complete. In offline mode
+    (``offline``, or ``SPIPS_BENCH_OFFLINE`` when it is None) only this machine may be contacted: a URL,
+    or any redirect, to another host is refused before connecting.
+
+    Raises:
+        WeightsUnavailableError: no URL, offline mode forbids the host, or the transfer failed.
+        WeightsIntegrityError: the downloaded bytes have the wrong SHA-256 (nothing is kept).
     """
     wf = _get(name)
     src = url or wf.url
     if src is None:
         raise WeightsUnavailableError(_unavailable_message(wf, "it has no download URL"))
+    local_only = is_offline(offline)
+    if local_only and not is_loopback_url(src):
+        raise WeightsUnavailableError(_unavailable_message(wf, "offline mode forbids downloading it"))
     folder = Path(dest_dir) if dest_dir is not None else hub_checkpoint_dir()
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / wf.filename
     part = final.with_name(final.name + ".part")
     h = hashlib.sha256()
     try:
-        with urllib.request.urlopen(src, timeout=60) as response, part.open("wb") as out:
+        with open_url(src, timeout=60, local_only=local_only, error=WeightsUnavailableError) as response, \
+                part.open("wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or wf.size
             bar = _progress_bar(total, wf.filename, progress)
             try:
@@ -300,6 +350,8 @@ def download(name: str, *, dest_dir: str | os.PathLike[str] | None = None, progr
                 bar.close()
     except OSError as exc:  # URLError and HTTPError are OSErrors
         part.unlink(missing_ok=True)
+        if isinstance(exc, WeightsUnavailableError):
+            raise
         raise WeightsUnavailableError(_unavailable_message(wf, f"downloading {src} failed ({exc})")) from exc
     digest = h.hexdigest()
     if digest != wf.sha256:
@@ -326,7 +378,8 @@ def load_file(path: str | os.PathLike[str], *, label: str | None = None) -> dict
 
     Raises:
         WeightsIntegrityError: the file holds objects other than tensors (a pickle payload, which is
-            refused and never executed) or is not a mapping of names to tensors.
+            refused and never executed), is not a mapping of names to tensors, or holds a tensor that is
+            not floating point or has NaN or infinite values (see :func:`check_tensors`).
     """
     import pickle
 
@@ -337,7 +390,9 @@ def load_file(path: str | os.PathLike[str], *, label: str | None = None) -> dict
     if p.suffix == ".safetensors":
         from safetensors.torch import load_file as st_load
 
-        return dict(st_load(str(p), device="cpu"))
+        loaded = dict(st_load(str(p), device="cpu"))
+        check_tensors(loaded, what)
+        return loaded
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError, TypeError) as exc:
@@ -348,7 +403,42 @@ def load_file(path: str | os.PathLike[str], *, label: str | None = None) -> dict
         ) from exc
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsIntegrityError(f"{what}: expected a mapping of names to tensors, got {type(obj).__name__}.")
-    return {str(k): v for k, v in obj.items()}
+    state = {str(k): v for k, v in obj.items()}
+    check_tensors(state, what)
+    return state
+
+
+# Integer tensors a genuine checkpoint may hold: BatchNorm's step counter, never used by a forward pass.
+_COUNTER_SUFFIXES = (".num_batches_tracked", "num_batches_tracked")
+
+
+def check_tensors(state: Mapping[str, torch.Tensor], what: str) -> None:
+    """Refuse a state dict whose tensors are not floating point or hold NaN or infinite values.
+
+    A weight of integer or bool dtype is not a trained weight (loaded into a float module it silently
+    turns every score into a constant), and a NaN or infinite one makes every score NaN. BatchNorm's
+    integer ``num_batches_tracked`` counters are allowed.
+
+    Raises:
+        WeightsIntegrityError: naming ``what`` (the file), the tensor, its dtype or its non-finite count.
+    """
+    import torch
+
+    for key, value in state.items():
+        if not (value.is_floating_point() or key.endswith(_COUNTER_SUFFIXES)):
+            raise WeightsIntegrityError(
+                f"{what}: tensor {key!r} has dtype {str(value.dtype).removeprefix('torch.')}, not floating "
+                "point; trained weights are floats, so this file was written by another program or is damaged. "
+                "Replace it with a genuine copy (or retrain it)."
+            )
+        if value.is_floating_point() and value.numel():
+            bad = int((~torch.isfinite(value)).sum())
+            if bad:
+                raise WeightsIntegrityError(
+                    f"{what}: tensor {key!r} holds {bad} NaN or infinite value(s) of {value.numel()}; every "
+                    "score would be NaN. The training diverged or the file is damaged; use an earlier "
+                    "checkpoint or retrain."
+                )
 
 
 def load_state_dict(name: str, *, path: str | os.PathLike[str] | None = None,
@@ -391,13 +481,15 @@ def load_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor], *, sou
 # -- status for the CLI ------------------------------------------------------------------------------
 
 def status() -> list[dict[str, Any]]:
-    """One row per weight file: name, filename, where it is (or ``None``), path, size, sha256, license, url.
+    """One row per weight file: name, filename, where it is (or ``None``), path, size, sha256, license, url,
+    and ``package`` (import name of the wheel that ships it, or ``None``) with ``package_installed``.
 
-    Cheap: nothing is hashed or downloaded.
+    Cheap: nothing is hashed, imported or downloaded.
     """
     rows: list[dict[str, Any]] = []
     for wf in WEIGHTS.values():
         found = locate(wf.name)
+        package = wf.package[0] if wf.package else None
         rows.append({
             "name": wf.name,
             "filename": wf.filename,
@@ -408,5 +500,7 @@ def status() -> list[dict[str, Any]]:
             "sha256": wf.sha256,
             "license": wf.license,
             "url": wf.url,
+            "package": package,
+            "package_installed": package is not None and importlib.util.find_spec(package) is not None,
         })
     return rows

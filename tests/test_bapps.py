@@ -18,7 +18,9 @@ from spips_bench.data.bapps import (
     JNDDataset,
     TwoAFCDataset,
     bapps_present,
+    category_listing,
     collate,
+    present_categories,
     read_judgment,
     resolve_categories,
 )
@@ -216,8 +218,8 @@ def test_grayscale_rgba_and_16_bit_are_converted_and_recorded(tmp_path: Path) ->
     torch.testing.assert_close(item["ref"], torch.full((3, 16, 16), 100 / 255))
     # Alpha is dropped, colour kept as stored.
     torch.testing.assert_close(item["p0"][:, 0, 0], torch.tensor([10, 20, 30]) / 255)
-    # 32768 / 65535 of full scale rounds to 128 of 255.
-    torch.testing.assert_close(item["p1"], torch.full((3, 16, 16), 128 / 255))
+    # 16-bit keeps its full precision: 32768 / 65535, not 128 / 255.
+    torch.testing.assert_close(item["p1"], torch.full((3, 16, 16), 32768 / 65535), rtol=0, atol=1e-7)
 
 
 def test_load_size_resizes_with_pil_bilinear(tmp_path: Path) -> None:
@@ -246,7 +248,8 @@ def test_jnd_dataset(tmp_path: Path) -> None:
     ds = JNDDataset(tmp_path, "val", "cnn", load_size=64)
     assert len(ds) == 3
     item = ds[2]
-    assert set(item) == {"p0", "p1", "same", "name", "conversions"}
+    assert set(item) == {"p0", "p1", "same", "name", "conversions", "files"}
+    assert item["files"] == {p: str(tmp_path / "jnd" / "val" / "cnn" / p / "000002.png") for p in ("p0", "p1")}
     assert item["p0"].shape == (3, 64, 64)
     assert item["same"].item() == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="has no split 'train'"):
@@ -268,11 +271,16 @@ def test_resolve_categories_and_presence(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="Did you mean 'frameinterp'"):
         TwoAFCDataset(tmp_path, "val", "frame_interp")
     assert not bapps_present(tmp_path)
+    assert present_categories(tmp_path) == {"2afc": [], "jnd": []}
+    (tmp_path / "2afc" / "val" / "not-a-category").mkdir(parents=True)
+    assert not bapps_present(tmp_path)
+    # A partial tree counts as BAPPS (the runner scores what is there): one category is enough.
+    make_jnd(tmp_path, ["000000"], category="cnn")
+    assert bapps_present(tmp_path) and present_categories(tmp_path) == {"2afc": [], "jnd": ["cnn"]}
     for c in TWO_AFC_CATEGORIES["val"][:-1]:
         make_2afc(tmp_path, ["000000"], category=c)
-    assert not bapps_present(tmp_path)
-    make_2afc(tmp_path, ["000000"], category="frameinterp")
-    assert bapps_present(tmp_path) and not bapps_present(tmp_path, "train")
+    assert present_categories(tmp_path)["2afc"] == list(TWO_AFC_CATEGORIES["val"][:-1])
+    assert not bapps_present(tmp_path, "train") and present_categories(tmp_path, "train") == {"2afc": []}
 
 
 def test_dataloader_with_workers_and_collate(tmp_path: Path) -> None:
@@ -293,8 +301,11 @@ def test_collate_errors() -> None:
     with pytest.raises(ValueError, match="empty batch"):
         collate([])
     a = {"p0": torch.zeros(3, 4, 4), "name": "a"}
-    with pytest.raises(ValueError, match="set load_size"):
-        collate([a, {"p0": torch.zeros(3, 5, 5), "name": "b"}])
+    # Items of another size are never stacked: they become per-sample problems naming the way out.
+    mixed = collate([a, {"p0": torch.zeros(3, 5, 5), "name": "b"}])
+    assert mixed["name"] == ["a"] and mixed["p0"].shape == (1, 3, 4, 4)
+    assert [(p["name"], p["error"]) for p in mixed["problems"]] == [("b", "DatasetError")]
+    assert "--batch-size 1" in mixed["problems"][0]["reason"]
     with pytest.raises(ValueError, match="different keys"):
         collate([a, {"p1": torch.zeros(3, 4, 4), "name": "b"}])
 
@@ -312,3 +323,20 @@ def test_iteration_does_not_retain_items(tmp_path: Path) -> None:
     # What the dataset keeps is the listing only: a few strings per item, no arrays.
     held = [v for v in vars(ds).values() if isinstance(v, (torch.Tensor, np.ndarray))]
     assert held == []
+
+
+def test_category_listing_holds_names_and_sizes_only(tmp_path: Path) -> None:
+    folder = make_2afc(tmp_path, ["000001", "000000"])
+    (folder / "ref" / ".DS_Store").write_bytes(b"x")
+    listing = category_listing(folder)
+    assert [stem for stem, _ in listing] == ["000000"] * 4 + ["000001"] * 4
+    size = (folder / "judge" / "000000.npy").stat().st_size
+    assert ("000000", f"judge/000000.npy {size}") in listing
+    assert not any(".DS_Store" in line for _, line in listing)
+    # Same size, other bytes: the listing does not read files (a cheap check of names and sizes).
+    png = folder / "p0" / "000001.png"
+    before = category_listing(folder)
+    png.write_bytes(bytes(reversed(png.read_bytes())))
+    assert category_listing(folder) == before
+    png.write_bytes(png.read_bytes() + b"\0")
+    assert category_listing(folder) != before

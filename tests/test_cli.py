@@ -81,7 +81,9 @@ def test_score_reports_conversion_and_size_mismatch(tmp_path: Path) -> None:
 
     proc = cli("score", str(tmp_path / "ref.png"), str(tmp_path / "rgba.png"), "--metrics", "psnr", "--json")
     out = json.loads(proc.stdout)
-    assert out["scores"]["psnr"] == "inf"  # identical pixels once alpha is dropped
+    assert out["scores"]["psnr"] is None  # identical pixels once alpha is dropped: +inf, not a JSON number
+    assert out["nonfinite"] == {"psnr": "+inf"}
+    assert "Infinity" not in proc.stdout and '"inf"' not in proc.stdout
     assert out["conversions"] == {str(tmp_path / "rgba.png"): "RGBA->RGB (alpha dropped)"}
     assert "alpha dropped" in proc.stderr
 
@@ -98,6 +100,12 @@ def test_score_reports_conversion_and_size_mismatch(tmp_path: Path) -> None:
     [
         (("score", "a.png", "b.png", "--metrics", "ssmi"), "Did you mean 'ssim'"),
         (("score", "missing-ref.png", "missing-dist.png", "--metrics", "psnr"), "missing-ref.png: no such file"),
+        (("score", str(CALIB / "ref" / "I03.png"), str(CALIB / "dist" / "I03.png"), "--device", "gpu"),
+         "torch calls a GPU 'cuda'"),
+        (("score", str(CALIB / "ref"), str(CALIB / "dist" / "I03.png")), "is a folder, not an image file"),
+        (("explain", str(CALIB / "ref" / "I03.png"), str(CALIB / "dist" / "I03.png"), "--metric", "psnr", "--out",
+          "never-written.png"), "psnr is not a SPIPS variant"),
+        (("run", "--metrics", "psnr", "--device", "foo", "--out", "never-written"), "'foo' is not a device name"),
     ],
 )
 def test_errors_are_one_line_with_exit_2(args: tuple[str, ...], pattern: str) -> None:

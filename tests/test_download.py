@@ -29,8 +29,13 @@ from spips_bench.errors import DownloadError, UnsafeArchiveError
 
 
 def fetch(root: Path, split: str, url: str, **options: Any) -> list[DownloadResult]:
-    """``download_bapps`` with short timeouts and backoff, no progress bar and no log lines."""
+    """``download_bapps`` with short timeouts and backoff, no progress bar and no log lines.
+
+    These tests are about one archive at a time: ``"val"`` here is the 2AFC val archive alone
+    (``"2afc-val"``; the real ``--split val`` also fetches JND, see ``test_cli_download``).
+    """
     options.setdefault("log", lambda _msg: None)
+    split = "2afc-val" if split == "val" else split
     return download_bapps(root, split, url_base=url, timeout=5.0, backoff=0.01, progress=False, **options)
 
 
@@ -80,6 +85,9 @@ class Server:
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
         self.break_next = 0  # this many responses are cut after half their body
         self.always_truncate = False  # every response is cut, and Range is ignored
+        self.etags: dict[str, str] = {}  # name -> ETag sent with it; If-Range is then honoured
+        self.redirects: dict[str, str] = {}  # name -> Location of a 302 answered instead of the file
+        self.if_range: list[str | None] = []  # the If-Range header of every request
         handler = self._handler()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/dataset/"
@@ -96,8 +104,18 @@ class Server:
             def do_GET(self) -> None:
                 rng = self.headers.get("Range")
                 server.requests.append((self.path, rng))
+                server.if_range.append(self.headers.get("If-Range"))
                 name = self.path.rsplit("/", 1)[-1]
+                if name in server.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", server.redirects[name])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 data = server.files.get(name)
+                etag = server.etags.get(name)
+                if rng and self.headers.get("If-Range") is not None and self.headers.get("If-Range") != etag:
+                    rng = None  # the file changed since the validator: send all of it (RFC 9110, 13.1.5)
                 if data is None or not self.path.startswith("/dataset/"):
                     self.send_error(404)
                     return
@@ -116,6 +134,8 @@ class Server:
                     self.send_response(200)
                 body = data[start:]
                 self.send_header("Content-Length", str(len(body)))
+                if etag is not None:
+                    self.send_header("ETag", etag)
                 self.end_headers()
                 if server.always_truncate or server.break_next > 0:
                     server.break_next -= 1
@@ -292,9 +312,10 @@ def test_hostile_archive_is_refused(server: Server, tmp_path: Path, kind: str, p
     with pytest.raises(UnsafeArchiveError, match=pattern):
         fetch(root, "val", server.url)
     assert not outside.exists()
-    # Nothing outside the root, and inside it no half-tree and no temporary folder.
+    # Nothing outside the root, and inside it no half-tree and no temporary folder. The archive, never
+    # extracted, is set aside and not recorded in the manifest.
     assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(
-        ["deep", "er", "root", "twoafc_val.tar.gz", MANIFEST_NAME])
+        ["deep", "er", "root", "twoafc_val.tar.gz.rejected"])
 
 
 def test_archive_without_the_expected_folder(server: Server, tmp_path: Path) -> None:
@@ -327,13 +348,17 @@ def test_offline_mode_refuses_remote_hosts_before_connecting(tmp_path: Path) -> 
 
 def test_cli_download(server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     server.files["twoafc_val.tar.gz"] = bapps_val_archive()
+    server.files["jnd.tar.gz"] = _tar_gz([_file("jnd/val/cnn/p0/000000.png", _png(1))])
     args = ["download", "bapps", "--split", "val", "--root", str(tmp_path), "--url-base", server.url,
             "--no-progress"]
     assert cli.main(args) == 0
-    assert "downloaded and extracted" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    # --split val fetches what `run --split val` reads: the 2AFC val and the JND archives.
+    assert out.count("downloaded and extracted") == 2 and "twoafc_val.tar.gz" in out and "jnd.tar.gz" in out
+    assert (tmp_path / "2afc" / "val" / "traditional").is_dir() and (tmp_path / "jnd" / "val" / "cnn").is_dir()
     assert cli.main(args) == 0
-    assert "already present" in capsys.readouterr().out
-    assert len(server.requests) == 1
+    assert capsys.readouterr().out.count("already present") == 2
+    assert len(server.requests) == 2
     bad_hash = [*args[:4], "--root", str(tmp_path / "x"), "--url-base", server.url, "--sha256", "zz"]
     assert cli.main(bad_hash) == 2
     assert "64 hexadecimal digits" in capsys.readouterr().err

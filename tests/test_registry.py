@@ -68,6 +68,29 @@ def test_register_class_reads_metadata_and_creates() -> None:
     assert torch.allclose(m(x, y), torch.tensor([0.25, 0.25]))
 
 
+def test_differentiable_is_read_from_cards_and_classes() -> None:
+    reg = Registry()
+    reg._loaded_builtins = reg._loaded_plugins = True
+    assert reg.register_class(_MAE).differentiable is False  # a class that does not say: not claimed
+
+    class _Smooth(_MAE):
+        name = "test-smooth"
+        differentiable = True
+
+    assert reg.register_class(_Smooth).differentiable is True
+    assert spips_bench.get_spec("psnr").differentiable is True
+    assert spips_bench.get_spec("ssim").differentiable is False
+
+
+def test_renamed_ms_ssim_variants_resolve() -> None:
+    # `ms-ssim` is the product pooling; its former explicit name stays an alias, the weighted sum has its own
+    assert spips_bench.get_spec("ms-ssim-product").name == "ms-ssim"
+    assert spips_bench.get_spec("msssim-product").name == "ms-ssim"
+    assert spips_bench.get_spec("ms-ssim-weighted-sum").name == "ms-ssim-wtd-sum"
+    with pytest.raises(UnknownMetricError, match=r"Did you mean .*'ms-ssim-wtd-sum'"):
+        spips_bench.get_spec("ms-ssim-wtdsum")
+
+
 def _write_plugin(root: Path, *, broken: bool = False) -> None:
     # A distinct module name per case: sys.modules would otherwise keep the first test's module.
     module = "toyplugin_broken" if broken else "toyplugin"

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import pytest
 import torch
 from PIL import Image
 
+import spips_bench.evaluate as evaluate_module
 from spips_bench import registry, weights
 from spips_bench.cli import main
 from spips_bench.errors import StoreWriteError
@@ -98,10 +98,11 @@ def _summary(out: Path) -> dict[tuple[str, str, str, str], tuple[float, int]]:
 
 
 def _two_afc_by_hand(out: Path, metric: str = "psnr", higher_is_better: bool = True) -> tuple[float, int]:
-    """The protocol's 2AFC score over the samples with a stored judgment and finite scores."""
+    """The protocol's 2AFC score over the samples with a stored judgment and no NaN score (an infinite
+    score is an ordered value, as in the official code)."""
     judge = read_table(out / "judgments" / "2afc" / "cnn.csv", ("judge",))
     scores = read_table(out / "scores" / "2afc" / "cnn" / f"{metric}.csv", ("d0", "d1"))
-    keep = [s for s in sorted(judge) if np.isfinite(scores[s]).all()]
+    keep = [s for s in sorted(judge) if not np.isnan(scores[s]).any()]
     d = np.array([scores[s] for s in keep])
     h = np.array([judge[s][0] for s in keep])
     d0, d1 = (d[:, 0], d[:, 1]) if not higher_is_better else (-d[:, 0], -d[:, 1])
@@ -327,16 +328,17 @@ def test_grayscale_rgba_and_16_bit_are_converted_and_recorded(bapps: Path, tmp_p
     assert {k.split(" (")[0]: v for k, v in conversions["2afc/cnn"].items()} == {
         "ref: L->RGB": 1, "p0: RGBA->RGB": 1, "p1: I;16->RGB": 1}
     scores = read_table(out / "scores" / "2afc" / "cnn" / "psnr.csv", ("d0", "d1"))
-    # Each converted image is scored as its RGB rendering: gray replicated, alpha dropped, 16 -> 8 bits.
+    # Each converted image is scored as its RGB rendering: gray replicated, alpha dropped, 16-bit at full
+    # precision.
     ref1 = np.repeat(np.round(gray)[..., None], 3, axis=2)
     assert scores["000001"][0] == pytest.approx(
         peak_signal_noise_ratio(ref1, rgb(folder / "p0" / "000001.png"), data_range=255), abs=1e-3)
     assert scores["000002"][0] == pytest.approx(
         peak_signal_noise_ratio(rgb(folder / "ref" / "000002.png"), p0.astype(np.float64), data_range=255),
         abs=1e-3)
-    p1_8bit = np.repeat(np.round(p1)[..., None], 3, axis=2)  # x*257/65535*255 = x: exact round trip
+    p1_16bit = np.repeat((np.round(p1 * 257) / 257)[..., None], 3, axis=2)  # v / 65535 * 255 = v / 257
     assert scores["000003"][1] == pytest.approx(
-        peak_signal_noise_ratio(rgb(folder / "ref" / "000003.png"), p1_8bit, data_range=255), abs=1e-3)
+        peak_signal_noise_ratio(rgb(folder / "ref" / "000003.png"), p1_16bit, data_range=255), abs=1e-3)
 
 
 # -- a metric that returns NaN/Inf ----------------------------------------------------------------------------
@@ -373,18 +375,22 @@ def test_metric_returning_nan_or_inf(policy: str, zoo: registry.Registry, bapps:
                  "cnn", "--kinds", "2afc", "--out", str(out), "--workers", "0", "--batch-size", str(BATCH),
                  "--bootstrap", "10", "--no-progress", "--on-error", policy])
     assert code == 0
-    assert "non-finite score(s) stored as nan" in capsys.readouterr().err
-    bad = sorted(f"{b + k:06d}" for b in range(0, N, BATCH) for k in (1, 3))
+    assert f"{2 * N // BATCH} NaN score(s) stored as nan" in capsys.readouterr().err
+    nan = sorted(f"{b + 1:06d}" for b in range(0, N, BATCH))
+    inf = sorted(f"{b + 3:06d}" for b in range(0, N, BATCH))
     stored = read_table(out / "scores" / "2afc" / "cnn" / "t-nan.csv", ("d0", "d1"))
-    assert sorted(s for s, v in stored.items() if np.isnan(v).all()) == bad  # both d0 and d1 per sample
+    assert sorted(s for s, v in stored.items() if np.isnan(v).all()) == nan  # both d0 and d1 per sample
+    assert sorted(s for s, v in stored.items() if np.isposinf(v).all()) == inf  # stored as inf
     record = _record(out)
     assert record["skipped"] == []  # the sample's files are fine: it is not a skipped sample
-    assert sorted({e["sample"] for e in record["nonfinite"]}) == bad
+    assert sorted({e["sample"] for e in record["nonfinite"] if e["value"] == "nan"}) == nan
+    assert sorted({e["sample"] for e in record["nonfinite"] if e["value"] == "inf"}) == inf
     value, n = _summary(out)[("2afc", "cnn", "t-nan", "2afc_score")]
     expected, kept = _two_afc_by_hand(out, "t-nan", higher_is_better=False)
-    assert n == kept == N - len(bad) and value == pytest.approx(expected, abs=1e-12)
+    assert n == kept == N - len(nan) and value == pytest.approx(expected, abs=1e-12)
     assert _summary(out)[("2afc", "cnn", "psnr", "2afc_score")][1] == N  # other metrics keep every sample
-    assert "t-nan: non-finite scores excluded" in (out / "tables.tex").read_text(encoding="utf-8")
+    tex = (out / "tables.tex").read_text(encoding="utf-8")
+    assert "t-nan: NaN scores excluded" in tex and "t-nan: infinite scores (3 of 12 in 2afc/cnn" in tex
 
 
 # -- the run folder: full disk, not writable, two runs at once ------------------------------------------------
@@ -457,84 +463,120 @@ def test_output_folder_not_writable(bapps: Path, tmp_path: Path, monkeypatch: py
 
 
 _CHILD = textwrap.dedent("""
-    # `spips-bench run` with a hook that, after the first flush of the store, touches a marker file
-    # and waits there: the parent then has a run that is known to be mid-way.
-    import sys, time
-    from pathlib import Path
+    # `spips-bench run` with a hook that, after the first flush of the store, prints one line and waits
+    # for a signal: the parent then has a run that is known to be mid-way.
+    import signal, sys
 
     import spips_bench.evaluate as evaluate
 
-    marker = Path(sys.argv[1])
     plain = evaluate.run_benchmark
 
     def run_benchmark(config, hook=None):
         def pause(kind, category, flushed):
-            marker.write_text(f"{kind}/{category}/{flushed}")
-            time.sleep(120)
+            print(f"flushed {kind}/{category}/{flushed}", flush=True)
+            while True:
+                signal.pause()
         config.flush_every = 2
         return plain(config, hook=pause)
 
     evaluate.run_benchmark = run_benchmark
     from spips_bench.cli import main
-    sys.exit(main(sys.argv[2:]))
+    sys.exit(main(sys.argv[1:]))
 """)
 
 
-def _demo_args(out: Path) -> list[str]:
+def _demo_args(out: Path, workers: int = 0) -> list[str]:
     return ["run", "--metrics", "psnr", "--dataset", "demo", "--categories", "cnn", "--out", str(out),
-            "--workers", "0", "--batch-size", "8", "--bootstrap", "20", "--no-progress"]
+            "--workers", str(workers), "--batch-size", "8", "--bootstrap", "20", "--no-progress"]
 
 
-def _start_paused(tmp_path: Path, demo_cache: Path, out: Path) -> tuple[subprocess.Popen[bytes], Path]:
+def _start_paused(tmp_path: Path, demo_cache: Path, out: Path, workers: int = 0) -> subprocess.Popen[bytes]:
+    """A child run that has flushed its first chunk and waits for a signal (its line is the event)."""
     script = tmp_path / "child.py"
     script.write_text(_CHILD, encoding="utf-8")
-    marker = tmp_path / "flushed"
     env = {**os.environ, "SPIPS_BENCH_CACHE": str(demo_cache), "SPIPS_BENCH_OFFLINE": "1",
            "OMP_NUM_THREADS": "1"}
-    child = subprocess.Popen([sys.executable, str(script), str(marker), *_demo_args(out)], env=env,
+    child = subprocess.Popen([sys.executable, str(script), *_demo_args(out, workers)], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while not marker.exists():
-        if child.poll() is not None or time.monotonic() > deadline:
-            child.kill()
-            raise AssertionError(f"the child run never flushed: {child.communicate()[1].decode()}")
-        time.sleep(0.05)
-    return child, marker
+    assert child.stdout is not None
+    line = child.stdout.readline().decode()  # blocks until the hook prints, or the child ends
+    if line != "flushed 2afc/cnn/2\n":
+        child.kill()
+        raise AssertionError(f"the child run never flushed ({line!r}): {child.communicate()[1].decode()}")
+    return child
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
-def test_signal_mid_run_then_rerun_equals_an_uninterrupted_run(sig: signal.Signals, demo: Path,
-                                                               demo_cache: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("sig", "workers"), [(signal.SIGINT, 0), (signal.SIGTERM, 0), (signal.SIGHUP, 0),
+                                              (signal.SIGKILL, 0), (signal.SIGKILL, 2)],
+                         ids=["SIGINT", "SIGTERM", "SIGHUP", "SIGKILL", "SIGKILL-workers"])
+def test_signal_mid_run_then_rerun_equals_an_uninterrupted_run(sig: signal.Signals, workers: int, demo: Path,
+                                                               demo_cache: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
-    child, marker = _start_paused(tmp_path, demo_cache, out)
-    assert marker.read_text() == "2afc/cnn/2"
-    child.send_signal(sig)
-    _, stderr = child.communicate(timeout=60)
-    if sig == signal.SIGINT:
-        assert child.returncode == 130, stderr.decode()
+    child = _start_paused(tmp_path, demo_cache, out, workers)
+    try:
+        child.send_signal(sig)
+        child.wait()  # the run's own process; orphaned DataLoader workers may still be winding down
+        if sig == signal.SIGKILL:
+            assert child.returncode == -signal.SIGKILL
+            assert _record(out)["status"] == "running"  # nobody could write the end; the store is still whole
+            # What a kill in the middle of a write leaves: a temporary file beside the complete old version.
+            (out / "scores" / "2afc" / "cnn" / ".psnr.csv.k1ll3d.tmp").write_text("sample,d0,d1\n0000")
+        # Exactly the first chunk (2 batches of 8) is stored, in whole files.
+        assert sorted(read_table(out / "scores" / "2afc" / "cnn" / "psnr.csv", ("d0", "d1"))) == _names(16)
+        assert not (out / "scores" / "jnd").exists()
+        assert not (out / "summary.csv").exists()
+        # The same command resumes at once: the lock went with the killed process, not with its workers.
+        assert main(_demo_args(out, workers)) == 0, capsys.readouterr().err
+    finally:
+        child.kill()
+        _, stderr = child.communicate()
+    if sig != signal.SIGKILL:
+        assert child.returncode == (130 if sig == signal.SIGINT else 128 + sig), stderr.decode()
         assert b"rerun the same command to resume" in stderr
-        assert _record(out)["status"] == "interrupted"
-    else:
-        assert child.returncode == -signal.SIGKILL
-        assert _record(out)["status"] == "running"  # nobody could write the end; the store is still whole
-        # What a kill in the middle of a write leaves: a temporary file beside the complete old version.
-        (out / "scores" / "2afc" / "cnn" / ".psnr.csv.k1ll3d.tmp").write_text("sample,d0,d1\n0000")
-    # Exactly the first chunk (2 batches of 8) is stored, in whole files.
-    assert sorted(read_table(out / "scores" / "2afc" / "cnn" / "psnr.csv", ("d0", "d1"))) == _names(16)
-    assert not (out / "scores" / "jnd").exists()
-    assert not (out / "summary.csv").exists()
-    assert main(_demo_args(out)) == 0  # the same command resumes
+        assert b"Traceback" not in stderr
     assert main(_demo_args(tmp_path / "whole")) == 0
     assert _store_files(out) == _store_files(tmp_path / "whole")
     assert _record(out)["status"] == "complete"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_stop_signal_stores_the_batches_since_the_last_flush(sig: signal.Signals, demo: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM/SIGHUP get SIGINT's handling: the batches scored since the last flush are stored too."""
+    from spips_bench.commands.run import StopSignal, _stop_signals
+
+    out = tmp_path / "run"
+    config = RunConfig(metrics=["psnr"], dataset="demo", categories=["cnn"], kinds=["2afc"], out=out, workers=0,
+                       bootstrap=0, progress=False, batch_size=8, flush_every=100)
+    seen: list[int] = []
+    real = evaluate_module.score_batch
+
+    def signalling(kind: str, metric: Any, batch: dict[str, Any]) -> list[Any]:
+        seen.append(batch["ref"].shape[0])
+        if len(seen) == 3:  # two batches scored, none flushed yet (flush_every=100)
+            os.kill(os.getpid(), sig)
+        return real(kind, metric, batch)
+
+    monkeypatch.setattr(evaluate_module, "score_batch", signalling)
+    before = signal.getsignal(sig)
+    with _stop_signals() as caught, pytest.raises(StopSignal):
+        run_benchmark(config)
+    assert caught == [sig]
+    assert signal.getsignal(sig) is before  # the handlers are restored after the run
+    record = _record(out)
+    assert record["status"] == "interrupted" and record["signal"] == sig.name
+    # The signal arrived as the third batch began: the two before it are stored, none of the third.
+    assert sorted(read_table(out / "scores" / "2afc" / "cnn" / "psnr.csv", ("d0", "d1"))) == _names(16)
+    assert sorted(read_table(out / "judgments" / "2afc" / "cnn.csv", ("judge",))) == _names(16)
 
 
 @pytest.mark.slow
 def test_two_runs_on_one_out_folder(demo: Path, demo_cache: Path, tmp_path: Path,
                                     capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
-    child, _ = _start_paused(tmp_path, demo_cache, out)
+    child = _start_paused(tmp_path, demo_cache, out)
     try:
         before = _store_files(out)
         assert main(_demo_args(out)) == 2
@@ -543,7 +585,8 @@ def test_two_runs_on_one_out_folder(demo: Path, demo_cache: Path, tmp_path: Path
         assert _store_files(out) == before  # the refused run wrote nothing
     finally:
         child.send_signal(signal.SIGINT)
-        child.communicate(timeout=60)
+        child.communicate()
+    assert child.returncode == 130
     assert main(_demo_args(out)) == 0  # once the first run is gone, the folder is free again
 
 

@@ -142,13 +142,17 @@ def _png(path: Path) -> np.ndarray:
 # -- end to end ----------------------------------------------------------------------------------------
 
 
-def test_demo_run_end_to_end_with_psnr_and_ssim(demo: Path, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_run_end_to_end_with_psnr_and_ssim(demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from skimage.metrics import peak_signal_noise_ratio
 
+    # No root named and no ./datasets/bapps: the only case that falls back to the demo set.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SPIPS_BENCH_BAPPS", raising=False)
+    monkeypatch.delenv("SPIPS_BENCH_DATA", raising=False)
     out = tmp_path / "run"
-    code = main(["run", "--metrics", "psnr,ssim", "--root", str(tmp_path / "no-bapps"), "--categories",
-                 "cnn,color", "--out", str(out), "--workers", "1", "--bootstrap", "50", "--no-progress"])
+    code = main(["run", "--metrics", "psnr,ssim", "--categories", "cnn,color", "--out", str(out), "--workers",
+                 "1", "--bootstrap", "50", "--no-progress"])
     assert code == 0
     err = capsys.readouterr().err
     assert "BAPPS not found under" in err and "synthetic judgments" in err
@@ -279,16 +283,21 @@ def test_nonfinite_scores_are_stored_as_nan_reported_and_excluded(zoo: registry.
                                                                   tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = run_benchmark(_config(out, ["t-nonfinite", "t-pool"], kinds=["2afc"]))
-    # Batches of 16 over 60 triplets: first and last of each batch.
-    edges = sorted(f"{i:06d}" for b in range(0, 60, 16) for i in (b, min(b + 15, 59)))
+    # Batches of 16 over 60 triplets: NaN for the first, +inf for the last of each batch.
+    firsts = [f"{b:06d}" for b in range(0, 60, 16)]
+    lasts = [f"{min(b + 15, 59):06d}" for b in range(0, 60, 16)]
     stored = read_table(out / "scores" / "2afc" / "cnn" / "t-nonfinite.csv", ("d0", "d1"))
-    assert sorted(s for s, v in stored.items() if math.isnan(v[0])) == edges
-    listed = {(w["sample"], w["column"]) for w in result.record["nonfinite"]}
-    assert listed == {(s, c) for s in edges for c in ("d0", "d1")}
+    assert sorted(s for s, v in stored.items() if math.isnan(v[0])) == firsts
+    assert sorted(s for s, v in stored.items() if v == (math.inf, math.inf)) == lasts  # kept as inf
+    listed = {(w["sample"], w["column"], w["value"]) for w in result.record["nonfinite"]}
+    assert listed == ({(s, c, "nan") for s in firsts for c in ("d0", "d1")}
+                      | {(s, c, "inf") for s in lasts for c in ("d0", "d1")})
     rows = [line.split(",") for line in (out / "summary.csv").read_text(encoding="utf-8").splitlines()[1:]]
     n = {r[2]: int(r[7]) for r in rows if r[3] == "2afc_score"}
-    assert n == {"t-nonfinite": 60 - len(edges), "t-pool": 60}
-    assert "t-nonfinite: non-finite scores excluded" in (out / "tables.md").read_text(encoding="utf-8")
+    assert n == {"t-nonfinite": 60 - len(firsts), "t-pool": 60}  # NaN out, +inf in (both inf: a tie)
+    tables = (out / "tables.md").read_text(encoding="utf-8")
+    assert "t-nonfinite: NaN scores excluded from all statistics (4 of 60 in 2afc/cnn" in tables
+    assert "t-nonfinite: infinite scores (4 of 60 in 2afc/cnn samples" in tables
 
 
 def test_three_pass_features_path_equals_four_pass_path(zoo: registry.Registry, demo: Path, tmp_path: Path,
@@ -316,7 +325,8 @@ def test_missing_weights_are_skipped_with_a_footnote_or_fail_strict(
     assert info["status"] == "skipped" and "vgg16" in info["reason"]
     assert not (out / "scores" / "2afc" / "cnn" / "t-needs-vgg.csv").exists()
     for name in ("tables.md", "tables.tex"):
-        assert "t-needs-vgg: skipped (weight file(s) vgg16" in (out / name).read_text(encoding="utf-8")
+        assert "Not run: t-needs-vgg (weight file vgg16 not on this machine" in (out / name).read_text(
+            encoding="utf-8")
     with pytest.raises(WeightsUnavailableError, match=r"t-needs-vgg.*vgg16"):
         run_benchmark(_config(tmp_path / "strict", ["t-pool", "t-needs-vgg"], strict=True))
     code = main(["run", "--metrics", "t-needs-vgg", "--dataset", "demo", "--strict", "--out",

@@ -222,16 +222,32 @@ def test_summary_intervals_equal_separate_bootstraps() -> None:
 
 
 def test_infinite_distances() -> None:
-    """PSNR of identical images is +inf (its negation -inf): comparisons and ranks still work, PLCC cannot."""
+    """PSNR of identical images is +inf (its negation -inf): an ordered value everywhere but in PLCC."""
     d0 = np.array([0.0, 1.0, 2.0, -np.inf, 3.0, 0.5])
     d1 = np.array([1.0, 0.0, -np.inf, -np.inf, 1.0, 2.0])
     h = np.array([0.0, 1.0, 1.0, 0.4, 0.8, 0.2])
     assert stats.two_afc_score(d0, d1, h) == pytest.approx((1 + 1 + 1 + 0.5 + 0.8 + 0.8) / 6)
     con = stats.continuous_correlation(d0, d1, h)
     x = np.array([-1.0, 1.0, np.inf, 0.0, 2.0, -1.5])
-    assert math.isnan(con.plcc)
+    finite = np.isfinite(x)
+    assert con.plcc == pytest.approx(scipy.stats.pearsonr(x[finite], h[finite]).statistic, abs=1e-12)
+    assert (con.n, con.plcc_n) == (6, 5)
     assert con.srcc == pytest.approx(scipy.stats.spearmanr(x, h).statistic, abs=1e-12)
     assert con.krcc == pytest.approx(scipy.stats.kendalltau(x, h).statistic, abs=1e-12)
+    dec = stats.decision_correlation(d0, d1, h)
+    assert dec.plcc_n == dec.n == 6 and dec.plcc == pytest.approx(
+        scipy.stats.pearsonr([0, 1, 1, 0.5, 1, 0], h).statistic, abs=1e-12)
+    # JND: -inf sorts first; only PLCC of -d leaves it out.
+    d = np.array([-np.inf, 0.3, 0.1, -np.inf, 0.7])
+    same = np.array([1.0, 0.0, 1.0, 0.5, 0.0])
+    jc = stats.jnd_correlation(d, same)
+    keep = np.isfinite(d)
+    assert jc.plcc == pytest.approx(scipy.stats.pearsonr(-d[keep], same[keep]).statistic, abs=1e-12)
+    assert jc.srcc == pytest.approx(scipy.stats.spearmanr(-d, same).statistic, abs=1e-12)
+    assert (jc.n, jc.plcc_n) == (5, 3)
+    # The bootstrap of PLCC resamples the same triplets and leaves the infinite ones out of each.
+    lo, hi = stats.bootstrap_ci(stats.CORRELATION_STATISTICS["continuous"]["plcc"], d0, d1, h, n_boot=50)
+    assert math.isfinite(lo) and math.isfinite(hi)
 
 
 def test_bootstrap_ci_reproducible_and_contains_estimate() -> None:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from spips_bench.errors import DatasetError, RunConfigError
-from spips_bench.runinfo import check_fingerprint
+from spips_bench.runinfo import RUN_FORMAT, check_fingerprint
 from spips_bench.store import ScoreStore, ShardWriter, format_value, read_table, write_table
 
 
@@ -19,16 +21,17 @@ def test_values_round_trip_exactly_and_rows_are_sorted(tmp_path: Path) -> None:
     rows = {"000002": (0.1 + 0.2, 1e-300), "000000": (math.inf, -0.0), "000001": (math.nan, 3.0)}
     write_table(path, ("d0", "d1"), rows)
     lines = path.read_text(encoding="utf-8").splitlines()
-    assert lines == ["sample,d0,d1", "000000,nan,-0.0", "000001,nan,3.0", "000002,0.30000000000000004,1e-300"]
+    assert lines == ["sample,d0,d1", "000000,inf,-0.0", "000001,nan,3.0", "000002,0.30000000000000004,1e-300"]
     back = read_table(path, ("d0", "d1"))
     assert back["000002"] == (0.1 + 0.2, 1e-300)  # repr round-trips every float64 bit
-    assert math.isnan(back["000000"][0]) and math.isnan(back["000001"][0])
+    assert back["000000"][0] == math.inf and math.isnan(back["000001"][0])
 
 
 def test_format_value_is_shortest_repr() -> None:
     assert format_value(0.5) == "0.5"
     assert float(format_value(1 / 3)) == 1 / 3
-    assert format_value(float("-inf")) == "nan"
+    assert format_value(float("-inf")) == "-inf" and format_value(float("inf")) == "inf"
+    assert format_value(float("nan")) == "nan"
 
 
 def test_atomic_write_leaves_no_temporary_files(tmp_path: Path) -> None:
@@ -125,7 +128,7 @@ def _fp(**changes: object) -> dict[str, dict[str, object]]:
 
 def test_fingerprint_accepts_same_and_added_metrics_refuses_changes(tmp_path: Path) -> None:
     store = ScoreStore(tmp_path)
-    previous = {"fingerprint": json.loads(json.dumps(_fp()))}
+    previous = {"format": RUN_FORMAT, "fingerprint": json.loads(json.dumps(_fp()))}
     check_fingerprint(store, None, _fp())
     check_fingerprint(store, previous, _fp())
     more = _fp()
@@ -137,3 +140,183 @@ def test_fingerprint_accepts_same_and_added_metrics_refuses_changes(tmp_path: Pa
     changed["metrics"]["psnr"] = {"target": "m:Psnr", "options": {"data_range": 2}}
     with pytest.raises(RunConfigError, match=r"metric 'psnr' was scored with other settings.*options"):
         check_fingerprint(store, previous, changed)
+
+
+# -- sample names, the stored form, digests -------------------------------------------------------------
+
+
+def test_sample_names_with_commas_and_quotes_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "x.csv"
+    rows = {"000001": (1.0,), "a,b": (2.0,), 'q"x': (3.0,), "000003,0.0": (4.0,)}
+    write_table(path, ("d",), rows)
+    assert read_table(path, ("d",)) == rows  # a comma in a name is quoted, never a second field
+
+
+@pytest.mark.parametrize("name", ["000003,0.0\n000002", "a\rb", "a\u2028b", "a\x85b", "", "tab\tname"])
+def test_names_that_would_break_a_line_are_refused(name: str, tmp_path: Path) -> None:
+    path = tmp_path / "x.csv"
+    write_table(path, ("d",), {"000000": (1.0,)})
+    w = ShardWriter(path, ("d",))
+    with pytest.raises(ValueError, match=r"x\.csv: sample .* cannot be stored"):
+        w.add(name, (0.0,))
+    w.add("000001", (2.0,))
+    w.flush()
+    assert read_table(path, ("d",)) == {"000000": (1.0,), "000001": (2.0,)}  # the folder stays readable
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("sample,d\na,1.0\na,2.0\n", r"x\.csv:3: sample 'a' appears twice"),
+    ("sample,d\nb,1.0\na,2.0\n", r"x\.csv:3: sample 'a' is out of order"),
+    ("sample,d\na,27.\n", r"x\.csv:2: .*not in the stored number form"),
+    ("sample,d\na,1.0\n\nb,2.0\n", r"x\.csv:3: expected 2 fields"),
+    ("sample,d\r\na,1.0\r\n", r"x\.csv: not in the form spips-bench writes"),
+    ('sample,d\n"a\nb",1.0\n', r"x\.csv:3: sample 'a\\nb': it holds the control"),
+])
+def test_anything_but_the_stored_form_is_refused_naming_the_file(text: str, message: str, tmp_path: Path) -> None:
+    path = tmp_path / "x.csv"
+    path.write_bytes(text.encode("utf-8"))
+    with pytest.raises(DatasetError, match=message):
+        read_table(path, ("d",))
+
+
+def test_invalid_utf8_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "x.csv"
+    path.write_bytes(b"sample,d\n\xff\xfe,1.0\n")
+    with pytest.raises(DatasetError, match=r"x\.csv: not UTF-8 text .*remove it and rerun"):
+        read_table(path, ("d",))
+    (tmp_path / "run.json").write_bytes(b'{"a": "\xff"}')
+    with pytest.raises(RunConfigError, match=r"run\.json: not UTF-8 text"):
+        ScoreStore(tmp_path).read_run()
+
+
+def _stored_run(root: Path) -> ScoreStore:
+    store = ScoreStore(root)
+    store.write_run({"status": "running"})
+    w = store.score_writer("2afc", "cnn", "psnr")
+    for i in range(3):
+        w.add(f"{i:06d}", (20.0 + i, 30.0 + i))
+    w.flush()
+    return store
+
+
+@pytest.mark.parametrize("damage", ["swap", "extra", "cut"])
+def test_a_store_file_changed_after_writing_is_refused(damage: str, tmp_path: Path) -> None:
+    _stored_run(tmp_path)
+    record = json.loads((tmp_path / "run.json").read_text(encoding="utf-8"))
+    path = tmp_path / "scores" / "2afc" / "cnn" / "psnr.csv"
+    assert record["store"]["scores/2afc/cnn/psnr.csv"]["rows"] == 3
+    rows = read_table(path, ("d0", "d1"))
+    if damage == "swap":  # well-formed, only the values of d0 and d1 exchanged
+        rows = {s: (b, a) for s, (a, b) in rows.items()}
+    elif damage == "extra":
+        rows["000003"] = (1.0, 2.0)
+    else:  # a number cut short, still a number in its shortest form: 21.0 -> 2.0
+        rows["000001"] = (2.0, rows["000001"][1])
+    write_table(path, ("d0", "d1"), rows)
+    with pytest.raises(DatasetError, match=r"psnr\.csv: its content does not match the digest .*run\.json.*"
+                                           r"remove it and rerun"):
+        ScoreStore(tmp_path).read_scores("2afc", "cnn", "psnr")
+    path.unlink()  # the way out: the file's samples are scored again
+    assert ScoreStore(tmp_path).read_scores("2afc", "cnn", "psnr") == {}
+
+
+def test_a_kill_between_run_json_and_the_file_leaves_a_folder_that_verifies(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import spips_bench.store as store_module
+
+    store = _stored_run(tmp_path)
+    old = (tmp_path / "scores" / "2afc" / "cnn" / "psnr.csv").read_bytes()
+    w = store.score_writer("2afc", "cnn", "psnr")
+    w.add("000009", (1.0, 2.0))
+    real = store_module.atomic_write_text
+
+    def killed_at_the_score_file(path: Path, text: str) -> None:
+        if path.name == "psnr.csv":
+            raise KeyboardInterrupt  # run.json holds the new digest, the file is still the old one
+        real(path, text)
+
+    monkeypatch.setattr(store_module, "atomic_write_text", killed_at_the_score_file)
+    with pytest.raises(KeyboardInterrupt):
+        w.flush()
+    monkeypatch.undo()
+    assert (tmp_path / "scores" / "2afc" / "cnn" / "psnr.csv").read_bytes() == old
+    entry = json.loads((tmp_path / "run.json").read_text(encoding="utf-8"))["store"]["scores/2afc/cnn/psnr.csv"]
+    assert entry["rows"] == 4 and entry["replaces"]["rows"] == 3
+    assert sorted(ScoreStore(tmp_path).read_scores("2afc", "cnn", "psnr")) == [f"{i:06d}" for i in range(3)]
+    w.flush()  # the next flush writes the file; both stores now agree on the new version
+    assert "000009" in ScoreStore(tmp_path).read_scores("2afc", "cnn", "psnr")
+
+
+def test_a_store_file_run_json_does_not_record_is_refused(tmp_path: Path) -> None:
+    _stored_run(tmp_path)
+    write_table(tmp_path / "scores" / "2afc" / "cnn" / "ssim.csv", ("d0", "d1"), {"000000": (0.5, 0.6)})
+    with pytest.raises(DatasetError, match=r"ssim\.csv: .*run\.json records no such store file"):
+        ScoreStore(tmp_path).read_scores("2afc", "cnn", "ssim")
+
+
+# -- the lock --------------------------------------------------------------------------------------------
+
+_HOLDER = """
+import fcntl, os, sys, time
+from pathlib import Path
+from spips_bench.store import ScoreStore
+root, how = Path(sys.argv[1]), sys.argv[2]
+if how == "raw":  # the lock taken without writing a pid: the file still names a dead process
+    f = open(root / ".lock", "a+")
+    fcntl.lockf(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    print("locked", flush=True)
+    time.sleep(600)
+with ScoreStore(root).lock():
+    worker = os.fork()  # like a DataLoader worker: inherits the open lock file, outlives a kill -9
+    if worker == 0:
+        time.sleep(600)
+        os._exit(0)
+    print(f"locked {worker}", flush=True)
+    time.sleep(600)
+"""
+
+
+def _holder(tmp_path: Path, how: str) -> tuple[Any, str]:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", _HOLDER, str(tmp_path / "run"), how],
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    line = child.stdout.readline()  # the event: the lock is held
+    assert line.startswith("locked"), line
+    return child, line
+
+
+def test_a_killed_holder_frees_the_lock_at_once_even_with_forked_children(tmp_path: Path) -> None:
+    import signal
+
+    child, line = _holder(tmp_path, "store")
+    worker = int(line.split()[1])
+    try:
+        refused = pytest.raises(RunConfigError, match=rf"in use by another spips-bench run \(pid {child.pid} holds")
+        with refused, ScoreStore(tmp_path / "run").lock():
+            pass
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        with ScoreStore(tmp_path / "run").lock():  # the orphaned child is still alive, the lock is free
+            os.kill(worker, 0)
+    finally:
+        child.kill()
+        child.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker, signal.SIGKILL)
+
+
+def test_the_refusal_names_the_live_holder_not_the_pid_in_the_file(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    dead = 2**22 + 12345  # above the default pid_max: no such process
+    (tmp_path / "run" / ".lock").write_text(str(dead), encoding="utf-8")
+    child, _ = _holder(tmp_path, "raw")
+    try:
+        with pytest.raises(RunConfigError) as refused, ScoreStore(tmp_path / "run").lock():
+            pass
+        assert f"pid {child.pid} holds the lock" in str(refused.value) and str(dead) not in str(refused.value)
+    finally:
+        child.kill()
+        child.wait()

@@ -40,6 +40,7 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
         pytest.fail(f"a network call was made: urlopen{args}")
 
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    monkeypatch.setattr(urllib.request.OpenerDirector, "open", refuse)  # downloads use their own opener
 
 
 def _tensor_file(path: Path, value: float = 1.5) -> str:
@@ -279,7 +280,7 @@ def test_download_verifies_and_renames(isolated: Path, server: tuple[str, Path],
     hub = isolated / "torch-home" / "hub" / "checkpoints"
     assert sorted(p.name for p in hub.iterdir()) == ["test-file.pth"]
     # cached now: a second resolve does not download
-    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("downloaded twice"))
+    monkeypatch.setattr(urllib.request.OpenerDirector, "open", lambda *a, **k: pytest.fail("downloaded twice"))
     assert weights.resolve("test-file") == hub / "test-file.pth"
 
 

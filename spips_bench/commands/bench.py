@@ -38,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="image sides in px of metrics with a CNN trunk (default 64, the BAPPS size; "
                         "--quick: 48)")
     p.add_argument("--batch-size", type=int, default=None, help="pairs or triplets per call (default 16)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device (default cpu)")
+    p.add_argument("--device", default="cpu", help="auto, cpu or cuda (default cpu); names the report file")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--repeats", type=int, default=None, help="timed calls per measurement (default 3)")
     p.add_argument("--peers", type=_peers, default=["piq", "pyiqa", "lpips"], metavar="piq,pyiqa,lpips|none",
@@ -72,17 +72,17 @@ def canonical_command(config: BenchConfig) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from spips_bench.bench import BenchConfig, run_bench
+    from spips_bench.devices import resolve_device
+    from spips_bench.errors import DeviceError
 
-    if args.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda: no CUDA device is visible here; use --device cpu.")
+    device = resolve_device(args.device)
+    if device.index not in (None, 0):
+        raise DeviceError(f"--device {args.device}: bench measures the first GPU only; use --device cuda.")
     quick = bool(args.quick)
     config = BenchConfig(
         metrics=args.metrics, sizes=args.sizes or ([48] if quick else [64, 256]),
         deep_sizes=args.deep_sizes or ([48] if quick else [64]),
-        batch_size=args.batch_size or (2 if quick else 16), device=args.device, threads=args.threads,
+        batch_size=args.batch_size or (2 if quick else 16), device=device.type, threads=args.threads,
         repeats=args.repeats or (1 if quick else 3), peers=args.peers, out=args.out, quick=quick,
         run_samples=args.run_samples or (1 if quick else 100), run_workers=args.run_workers,
         system=not args.no_system,

@@ -14,8 +14,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="bapps: the official archives; demo: a small synthetic BAPPS-format set "
                         "(judgments simulated, not human), generated offline")
     p.add_argument("--split", choices=SPLIT_CHOICES, default="val",
-                   help="bapps: val = 2AFC val (1.1 GB), train = 2AFC train (5.3 GB), jnd = JND val "
-                        "(0.2 GB), all = the three (default: val)")
+                   help="bapps: val = 2AFC val and JND val (1.3 GB), what `run --split val` reads; "
+                        "2afc-val = 2AFC val only (1.1 GB); train = 2AFC train (5.3 GB); jnd = JND val "
+                        "(0.2 GB); all = the three archives (default: val)")
     p.add_argument("--root", type=Path, default=None,
                    help="folder that will hold 2afc/ and jnd/ (default for bapps: $SPIPS_BENCH_BAPPS or "
                         "./datasets/bapps; for demo: $SPIPS_BENCH_CACHE/demo-v1 or "
@@ -24,8 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"folder URL of the archives (default: {DEFAULT_URL_BASE}; older official host: "
                         f"{FALLBACK_URL_BASE})")
     p.add_argument("--sha256", default=None, metavar="HEX",
-                   help="expected SHA-256 of the archive of --split; a mismatching file is refused and "
-                        "kept as NAME.rejected (default: the hash recorded at the first download)")
+                   help="expected SHA-256 of the one archive of --split (2afc-val, train or jnd); a "
+                        "mismatching file is refused and kept as NAME.rejected (default: the hash recorded at "
+                        "the first download)")
     p.add_argument("--keep-archive", action="store_true", help="keep the .tar.gz after extraction")
     p.add_argument("--retries", type=int, default=5,
                    help="retries after a failure that made no progress (default: 5)")

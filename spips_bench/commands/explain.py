@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None, help="trained SPIPS heads (safetensors)")
     p.add_argument("--size", type=int, default=None,
                    help="resize every image to SIZE x SIZE first (BAPPS uses 64); default: keep the size")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--offline", action="store_true",
                    help="never download weights (also SPIPS_BENCH_OFFLINE=1)")
 
@@ -24,17 +24,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import os
 
+    from spips_bench.devices import resolve_device
     from spips_bench.errors import ImageReadError
     from spips_bench.explain import explain
     from spips_bench.imageio import read_image
     from spips_bench.registry import create_metric
 
-    if args.offline:
-        os.environ["SPIPS_BENCH_OFFLINE"] = "1"
     if len(args.images) > 2:
         raise ValueError(f"explain takes one or two distorted images, got {len(args.images)}.")
     if args.size is not None and args.size < 1:
         raise ValueError(f"--size {args.size} must be a positive number of pixels.")
+    _require_spips(args.metric)
+    device = resolve_device(args.device)
+    for path in (args.ref, *args.images):
+        if os.path.isdir(path):
+            raise ImageReadError(f"{path}: is a folder, not an image file; explain takes image files "
+                                 "(REF IMG0 [IMG1]).")
     ref = read_image(args.ref, args.size)
     imgs = [read_image(p, args.size) for p in args.images]
     for img in imgs:
@@ -44,10 +49,10 @@ def run(args: argparse.Namespace) -> int:
             raise ImageReadError(f"size mismatch: {args.ref} is {rw}x{rh} but {img.path} is {w}x{h}; "
                                  "pass --size N to resize all images to N x N.")
     options = {"checkpoint": args.checkpoint} if args.checkpoint else {}
-    metric = create_metric(args.metric, **options).to(args.device)
+    metric = create_metric(args.metric, **options).to(device)
     labels = [f"image{i} ({Path(p).name})" for i, p in enumerate(args.images)]
-    result = explain(metric, ref.tensor()[None].to(args.device),
-                     [im.tensor()[None].to(args.device) for im in imgs], labels=labels, out=args.out)
+    result = explain(metric, ref.tensor()[None].to(device),
+                     [im.tensor()[None].to(device) for im in imgs], labels=labels, out=args.out)
     state = "trained" if result.trained else "untrained (data-free initialisation)"
     print(f"{result.metric} ({state}); lower = more similar")
     for label, score, rows in zip(result.labels, result.scores, result.streams, strict=True):
@@ -56,3 +61,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {label}: {score:.4f}  [{parts}]")
     print(f"figure: {result.figure}")
     return 0
+
+
+def _require_spips(name: str) -> None:
+    """Refuse a metric that has no SPIPS streams to draw, naming the variants that do (reads the cards and
+    imports the metric's class, builds no model)."""
+    from spips_bench.registry import REGISTRY, get_spec
+    from spips_bench.zoo.spips.model import SPIPS
+
+    spec = get_spec(name)  # an unknown name fails here with "did you mean"
+    if issubclass(spec.load_class(), SPIPS):
+        return
+    target = f"{SPIPS.__module__}:{SPIPS.__qualname__}"
+    variants = [s.name for s in REGISTRY.specs() if s.target == target]
+    raise ValueError(f"--metric {name}: explain draws the quality maps of SPIPS's streams, and {spec.name} is not "
+                     f"a SPIPS variant. Use one of: {', '.join(variants)}.")

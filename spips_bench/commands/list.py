@@ -15,11 +15,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def catalogue_rows() -> list[dict[str, object]]:
     """One dict per registered metric, in name order; reads the cards only (imports no model)."""
-    from spips_bench.registry import REGISTRY
+    import importlib.util
+
+    from spips_bench.registry import DISTRIBUTIONS, REGISTRY, pip_install_line
 
     rows: list[dict[str, object]] = []
     for spec in REGISTRY.specs():
         missing = spec.missing_weights()
+        missing_packages = spec.missing_requirements()
         rows.append({
             "name": spec.name,
             "direction": spec.direction,
@@ -27,8 +30,11 @@ def catalogue_rows() -> list[dict[str, object]]:
             "weights_present": not missing,
             "missing_weights": missing,
             "trained": spec.trained,
-            "requires": list(spec.requires),
-            "missing_requirements": spec.missing_requirements(),
+            "requires": list(spec.packages),
+            "packages": [DISTRIBUTIONS.get(m, m) for m in spec.packages],
+            "packages_installed": [importlib.util.find_spec(m) is not None for m in spec.packages],
+            "missing_requirements": missing_packages,
+            "install": pip_install_line(missing_packages) if missing_packages else None,
             "min_size": spec.min_size,
             "symmetric": spec.symmetric,
             "aliases": list(spec.aliases),
@@ -46,6 +52,19 @@ def _weights_cell(row: dict[str, object]) -> tuple[str, str]:
     return "yes", present
 
 
+def _packages_cell(row: dict[str, object]) -> str:
+    """``"stlpips-pytorch (installed)"``, or the missing ones with the exact line that installs them."""
+    packages: list[str] = row["packages"]  # type: ignore[assignment]
+    if not packages:
+        return "-"
+    if row["install"]:
+        return f"{', '.join(packages)} (missing: {row['install']})"
+    if all(row["packages_installed"]):  # type: ignore[arg-type]
+        return f"{', '.join(packages)} (installed)"
+    # A package that only ships weight files is not needed while those files are found elsewhere.
+    return f"{', '.join(packages)} (not installed; its weight files are found elsewhere)"
+
+
 def render_markdown(rows: list[dict[str, object]]) -> str:
     lines = [
         "# Metric catalogue",
@@ -61,7 +80,7 @@ def render_markdown(rows: list[dict[str, object]]) -> str:
         better = "higher ↑" if r["direction"] == "higher" else "lower ↓"
         weights = ", ".join(r["weights"]) or "-"  # type: ignore[arg-type]
         trained = "yes" if r["trained"] else "untrained by default"
-        extra = ", ".join(r["requires"]) or "-"  # type: ignore[arg-type]
+        extra = ", ".join(r["packages"]) or "-"  # type: ignore[arg-type]
         lines.append(
             f"| `{r['name']}` | {better} | {r['min_size']} | {'yes' if r['symmetric'] else 'no'} | {weights} | {extra} "
             f"| {trained} | {r['description']} | {r['citation']} |"
@@ -83,10 +102,7 @@ def run(args: argparse.Namespace) -> int:
     table = [header]
     for r in rows:
         needs, present = _weights_cell(r)
-        extra = "-"
-        if r["requires"]:
-            missing = r["missing_requirements"]
-            extra = ", ".join(r["requires"]) + (f" (missing: {', '.join(missing)})" if missing else " (installed)")  # type: ignore[arg-type]
+        extra = _packages_cell(r)
         table.append((str(r["name"]), str(r["direction"]), needs, present,
                       "yes" if r["trained"] else "untrained", extra))
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from spips_bench.commands._args import csv_list as _csv
@@ -39,9 +43,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated metric names (see `spips-bench list`), or 'all'")
     p.add_argument("--split", choices=("val", "train"), default="val", help="BAPPS split (default val)")
     p.add_argument("--dataset", choices=("auto", "bapps", "demo"), default="auto",
-                   help="auto: BAPPS under --root if present, else the demo set with synthetic judgments")
+                   help="auto: BAPPS under the root; the demo set (synthetic judgments) only when no root "
+                        "is named and ./datasets/bapps holds no BAPPS")
     p.add_argument("--root", type=Path, default=None,
-                   help="BAPPS root holding 2afc/ and jnd/ (default $SPIPS_BENCH_DATA or ./datasets/bapps)")
+                   help="BAPPS root holding 2afc/ and jnd/ (default $SPIPS_BENCH_BAPPS or ./datasets/bapps); "
+                        "a root holding no BAPPS is an error; absent categories are named and skipped")
     p.add_argument("--categories", type=_csv, default=None, metavar="A,B",
                    help="categories to score (default: all of the split)")
     p.add_argument("--kinds", type=_csv, default=None, metavar="2afc,jnd",
@@ -55,7 +61,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--load-size", type=_load_size, default=64, metavar="64|native",
                    help="resize patches to this many px (BAPPS protocol: 64), or keep their stored size")
     p.add_argument("--strict", action="store_true",
-                   help="a metric that cannot run is an error, not a footnote")
+                   help="a metric that cannot run, or a category absent from the root, is an error, not a "
+                        "footnote")
     p.add_argument("--bootstrap", type=_positive, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--seed", type=_positive, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--checkpoint", type=Path, default=None,
@@ -69,8 +76,47 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+class StopSignal(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (``kill``, ``docker stop``, SLURM preemption, a closed terminal) during a run.
+
+    A :class:`KeyboardInterrupt`, so the runner treats it as SIGINT: it stores what is scored, marks
+    ``run.json`` ``"interrupted"`` and re-raises; the command then exits with 128 + the signal number.
+    """
+
+    def __init__(self, signum: int) -> None:
+        self.signame = signal.Signals(signum).name
+        super().__init__(f"stopped by {self.signame}")
+
+
+#: The signals handled like SIGINT (SIGHUP does not exist on every platform).
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[list[signal.Signals]]:
+    """Turn the first SIGTERM/SIGHUP into :class:`StopSignal`; later ones are ignored while the run stores
+    its scores (a second ``kill`` must not cut the final flush short). Yields the signals caught."""
+    caught: list[signal.Signals] = []
+    if threading.current_thread() is not threading.main_thread():  # handlers belong to the main thread
+        yield caught
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        caught.append(signal.Signals(signum))
+        if len(caught) == 1:
+            raise StopSignal(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield caught
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def run(args: argparse.Namespace) -> int:
     from spips_bench.evaluate import RunConfig, run_benchmark
+    from spips_bench.runinfo import skip_messages
 
     if args.batch_size < 1:
         raise ValueError("--batch-size must be at least 1.")
@@ -84,17 +130,24 @@ def run(args: argparse.Namespace) -> int:
         offline=args.offline, overwrite=args.overwrite, progress=not args.no_progress,
         on_error=args.on_error,
     )
-    result = run_benchmark(config)
+    with _stop_signals() as caught:
+        try:
+            result = run_benchmark(config)
+        except StopSignal:
+            print(f"stopped by {caught[0].name}; everything computed so far is saved, rerun the same command "
+                  "to resume.", file=sys.stderr)
+            return 128 + int(caught[0])
     if result.reports:  # rank 0 only under torchrun
         rec = result.record
-        for name, info in rec["metrics"].items():
-            if info["status"] == "skipped":
-                print(f"skipped {name}: {info['reason']}", file=sys.stderr)
+        for line in skip_messages(rec):
+            print(line, file=sys.stderr)
         tp = rec.get("throughput", {})
         print(f"scored {tp.get('items_scored', 0)} samples in {rec.get('duration_s')} s "
               f"({tp.get('pairs_per_second')} pair scores/s) into {result.out}")
-        if rec.get("nonfinite"):
-            print(f"{len(rec['nonfinite'])} non-finite score(s) stored as nan; see run.json", file=sys.stderr)
+        nan = sum(e.get("value", "nan") == "nan" for e in rec.get("nonfinite", []))
+        if nan:
+            print(f"{nan} NaN score(s) stored as nan and left out of the statistics; see run.json",
+                  file=sys.stderr)
         if rec.get("skipped"):
             print(f"{len(rec['skipped'])} sample(s) skipped (--on-error skip) and left out of the statistics; "
                   "run.json lists each with its file and reason", file=sys.stderr)

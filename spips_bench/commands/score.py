@@ -14,8 +14,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("ref", help="the reference image")
     p.add_argument("dist", help="the distorted image")
     p.add_argument("--metrics", default="psnr,ssim", help="comma-separated metric names (default: psnr,ssim)")
-    p.add_argument("--json", action="store_true", help="print one JSON object with every score")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object with every score (strict JSON: a non-finite score is null, "
+                        "and \"nonfinite\" gives its value: \"+inf\", \"-inf\" or \"nan\")")
+    p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--checkpoint", default=None, help="trained heads for a learned metric (SPIPS)")
     p.add_argument("--offline", action="store_true", help="never download weights (also SPIPS_BENCH_OFFLINE=1)")
 
@@ -25,16 +27,21 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from spips_bench.devices import resolve_device
     from spips_bench.errors import ImageReadError
     from spips_bench.imageio import read_image
     from spips_bench.registry import accepts_option, create_metric, get_spec
 
-    if args.offline:
-        os.environ["SPIPS_BENCH_OFFLINE"] = "1"
     names = [m.strip() for m in args.metrics.split(",") if m.strip()]
     if not names:
         raise ValueError("--metrics is empty; name at least one metric (see `spips-bench list`).")
     specs = [get_spec(n) for n in names]  # unknown names fail here, before any image is read
+    device = resolve_device(args.device)
+    for role, path in (("REF", args.ref), ("DIST", args.dist)):
+        if os.path.isdir(path):
+            raise ImageReadError(f"{path}: is a folder, not an image file; score takes two image files ({role} "
+                                 "is one of them). To score a folder of BAPPS samples, use `spips-bench run "
+                                 "--root DIR`.")
 
     ref_img, dist_img = read_image(args.ref), read_image(args.dist)
     if ref_img.array.shape != dist_img.array.shape:
@@ -48,8 +55,8 @@ def run(args: argparse.Namespace) -> int:
     for path, conv in conversions.items():
         print(f"note: {path} converted {conv}", file=sys.stderr)
 
-    ref = ref_img.tensor().unsqueeze(0).to(args.device)
-    dist = dist_img.tensor().unsqueeze(0).to(args.device)
+    ref = ref_img.tensor().unsqueeze(0).to(device)
+    dist = dist_img.tensor().unsqueeze(0).to(device)
     scores: dict[str, float] = {}
     info: dict[str, dict[str, object]] = {}
     for spec in specs:
@@ -58,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             if not accepts_option(spec, "checkpoint"):
                 raise ValueError(f"--checkpoint was given but metric {spec.name!r} has no trained heads to load.")
             options["checkpoint"] = args.checkpoint
-        metric = create_metric(spec.name, **options).to(args.device).eval()
+        metric = create_metric(spec.name, **options).to(device).eval()
         with torch.inference_mode():
             value = float(metric(dist, ref).double().item())
         scores[spec.name] = value
@@ -67,8 +74,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.json:
         out = {"ref": args.ref, "dist": args.dist, "scores": {k: _json_float(v) for k, v in scores.items()},
+               "nonfinite": {k: _nonfinite_name(v) for k, v in scores.items() if not math.isfinite(v)},
                "metrics": info, "conversions": conversions}
-        print(json.dumps(out, indent=2))
+        print(json.dumps(out, indent=2, allow_nan=False))
     else:
         width = max(len(n) for n in scores)
         for name, value in scores.items():
@@ -78,6 +86,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _json_float(v: float) -> float | str:
-    # JSON has no inf/nan; PSNR of identical images is +inf.
-    return v if math.isfinite(v) else ("inf" if v > 0 else "-inf" if v < 0 else "nan")
+def _json_float(v: float) -> float | None:
+    """A score as a JSON number; JSON has no inf/nan (PSNR of identical images is +inf): null instead."""
+    return v if math.isfinite(v) else None
+
+
+def _nonfinite_name(v: float) -> str:
+    """What a null score stands for: ``"+inf"``, ``"-inf"`` or ``"nan"``."""
+    return "nan" if math.isnan(v) else ("+inf" if v > 0 else "-inf")

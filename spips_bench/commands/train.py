@@ -28,7 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(default: spips)")
     p.add_argument("--dataset", choices=("bapps", "demo"), default="bapps",
                    help="BAPPS, or the synthetic demo set in BAPPS layout (default: bapps)")
-    p.add_argument("--root", default=None, help="dataset root holding 2afc/ (default: the dataset's default)")
+    p.add_argument("--root", default=None,
+                   help="dataset root holding 2afc/ (default for bapps: $SPIPS_BENCH_BAPPS or ./datasets/bapps; "
+                        "for demo: $SPIPS_BENCH_CACHE/demo-v1)")
     p.add_argument("--split", default="train", help="training split (default: train)")
     p.add_argument("--out", type=Path, required=True,
                    help="output folder (checkpoints, curve.csv, curve.png)")
@@ -39,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (1e-4)")
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
     p.add_argument("--tune", action="store_true", help="also train the backbone (default: frozen)")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--max-samples", type=_positive_int, default=None,
                    help="train on a fixed random subset of this many triplets")
     p.add_argument("--heldout-max-samples", type=_positive_int, default=None,
@@ -49,19 +51,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
+    from spips_bench.devices import resolve_device
     from spips_bench.train import TrainConfig, train
 
-    if args.offline:
-        os.environ["SPIPS_BENCH_OFFLINE"] = "1"
+    device = str(resolve_device(args.device))
     cfg = TrainConfig(
         metric=args.metric, dataset=args.dataset, root=args.root, split=args.split, epochs=args.epochs,
         decay_epochs=args.decay_epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        tune=args.tune, device=args.device, max_samples=args.max_samples,
+        tune=args.tune, device=device, max_samples=args.max_samples,
         heldout_max_samples=args.heldout_max_samples,
     )
-    result = train(cfg, args.out)
+    result = train(cfg, args.out)  # --offline: spips_bench.cli holds settings.offline_mode around this
     first, last = result.records[0], result.records[-1]
     label = " (synthetic judgments)" if args.dataset == "demo" else ""
     print(f"held-out 2AFC{label}: {first.heldout_2afc:.4f} untrained -> {last.heldout_2afc:.4f} after "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 HELP = "show every weight file (present where / missing, size, SHA-256, license); `weights fetch` downloads"
 
@@ -36,15 +37,25 @@ def _short_license(text: str) -> str:
 
 def _print_status(fmt: str) -> int:
     from spips_bench import weights
+    from spips_bench.registry import DISTRIBUTIONS, pip_install_line
 
     rows = weights.status()
+    for r in rows:  # the exact install line for a file that ships in a wheel that is not installed
+        r["install"] = pip_install_line([r["package"]]) if r["package"] and not r["package_installed"] else None
     if fmt == "json":
         print(json.dumps(rows, indent=2))
         return 0
-    header = ("name", "status", "size", "sha256", "license")
+
+    def package_cell(r: dict[str, Any]) -> str:
+        if not r["package"]:
+            return "-"
+        name = DISTRIBUTIONS.get(r["package"], r["package"])
+        return f"{name} (missing: {r['install']})" if r["install"] else f"{name} (installed)"
+
+    header = ("name", "status", "size", "sha256", "license", "ships in package")
     table = [header] + [
         (r["name"], f"present ({r['where']})" if r["present"] else "missing", _human(r["size"]),
-         r["sha256"][:12], _short_license(r["license"]))
+         r["sha256"][:12], _short_license(r["license"]), package_cell(r))
         for r in rows
     ]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
@@ -56,6 +67,10 @@ def _print_status(fmt: str) -> int:
     if missing:
         print(f"\n{len(missing)} missing; `spips-bench weights fetch NAME|all` downloads them "
               f"(to {weights.hub_checkpoint_dir()}).")
+    uninstalled = list(dict.fromkeys(r["package"] for r in missing if r["install"]))
+    if uninstalled:
+        print(f"Files that ship in a package come with it: `{pip_install_line(uninstalled)}` "
+              "(all of them: the `all` extra of spips-bench).")
     return 0
 
 

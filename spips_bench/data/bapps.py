@@ -51,8 +51,10 @@ __all__ = [
     "JNDDataset",
     "TwoAFCDataset",
     "bapps_present",
+    "category_listing",
     "collate",
     "default_bapps_root",
+    "present_categories",
     "read_judgment",
     "resolve_categories",
 ]
@@ -108,19 +110,53 @@ def resolve_categories(kind: str, split: str, requested: list[str] | None) -> li
 
 
 def default_bapps_root() -> Path:
-    """``$SPIPS_BENCH_BAPPS`` if set, else ``./datasets/bapps`` (the download command's default root)."""
-    env = os.environ.get("SPIPS_BENCH_BAPPS")
-    return Path(env).expanduser() if env else Path.cwd() / "datasets" / "bapps"
+    """``$SPIPS_BENCH_BAPPS`` if set, else ``./datasets/bapps``: the default root of run, train and download."""
+    from spips_bench.settings import bapps_root
+
+    return bapps_root()[0]
+
+
+def present_categories(root: str | os.PathLike[str], split: str = "val") -> dict[str, list[str]]:
+    """The category folders of ``split`` that exist under ``root``, per kind (``"2afc"``, ``"jnd"``).
+
+    Only folders are checked (cheap); the readers check the files. Kinds without the split are absent
+    from the result.
+    """
+    out: dict[str, list[str]] = {}
+    for kind in ("2afc", "jnd"):
+        if kind == "jnd" and split not in JND_SPLITS:
+            continue
+        base = Path(root) / kind / split
+        out[kind] = [c for c in _check_split(kind, split) if (base / c).is_dir()]
+    return out
 
 
 def bapps_present(root: str | os.PathLike[str], split: str = "val") -> bool:
-    """True when every 2AFC category folder of ``split`` exists under ``root/2afc/split``.
+    """True when ``root`` holds at least one BAPPS category folder of ``split`` (2AFC or JND).
 
-    Only folders are checked (cheap); the readers check the files.
+    A partial tree counts: the runner scores what is there and names what is not.
     """
-    cats = _check_split("2afc", split)
-    base = Path(root) / "2afc" / split
-    return all((base / c).is_dir() for c in cats)
+    return any(present_categories(root, split).values())
+
+
+def category_listing(folder: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """``(stem, "part/name size")`` for every file in the part folders of one category folder, sorted.
+
+    Names and sizes only (one ``stat`` per file, nothing is read): what a run's fingerprint digests to
+    notice that the files of a category changed. Hidden files are left out, as the readers do.
+    """
+    out: list[tuple[str, str]] = []
+    base = Path(folder)
+    with os.scandir(base) as parts:
+        part_names = sorted(e.name for e in parts if e.is_dir() and not e.name.startswith("."))
+    for part in part_names:
+        with os.scandir(base / part) as it:
+            for entry in it:
+                if entry.name.startswith(".") or not entry.is_file():
+                    continue
+                stem = os.path.splitext(entry.name)[0]
+                out.append((stem, f"{part}/{entry.name} {entry.stat().st_size}"))
+    return sorted(out)
 
 
 def _list_folder(folder: Path, suffixes: frozenset[str]) -> dict[str, str]:
@@ -128,7 +164,8 @@ def _list_folder(folder: Path, suffixes: frozenset[str]) -> dict[str, str]:
     if not folder.is_dir():
         raise DatasetError(
             f"{folder}: folder not found. Download BAPPS with `spips-bench download bapps --root DIR` "
-            "or point --root at the folder that holds 2afc/ and jnd/."
+            "(by default --split val: 2AFC val and JND, what `run --split val` reads) or point --root at the "
+            "folder that holds 2afc/ and jnd/."
         )
     found: dict[str, str] = {}
     with os.scandir(folder) as it:
@@ -184,24 +221,40 @@ def _pair_by_name(base: Path, parts: dict[str, frozenset[str]], *, keep_unpaired
 def read_judgment(path: str | os.PathLike[str]) -> float:
     """Read one BAPPS judgment file: a ``.npy`` holding a single finite float in [0, 1].
 
+    Only the header is parsed before the shape and dtype are checked: a file that declares any shape
+    but a scalar or one element, or an object (pickled) dtype, is refused without reading its data.
+
     Raises:
-        DatasetError: the file is unreadable, holds more or fewer than one value, a non-number, or a
-            value outside [0, 1].
+        DatasetError: the file is unreadable or truncated, holds more or fewer than one value, objects,
+            a non-number, or a value outside [0, 1].
     """
     p = Path(path)
+    # The header is read and checked before any data: a header that declares a huge shape must not make
+    # numpy allocate it, and an object array (a pickle) is never unpickled.
     try:
-        arr = np.load(p, allow_pickle=False)
+        with p.open("rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+            else:
+                raise ValueError(f".npy format version {version[0]}.{version[1]} is not supported")
+            if dtype.hasobject:
+                raise ValueError("it holds Python objects, which are never unpickled")
+            data = fh.read(dtype.itemsize) if math.prod(shape) == 1 else b""
     except (OSError, ValueError, EOFError) as exc:
         raise DatasetError(
             f"{p}: not a readable .npy judgment file ({exc}); re-extract the archive."
         ) from exc
-    if not isinstance(arr, np.ndarray) or arr.size != 1:
-        shape = getattr(arr, "shape", type(arr).__name__)
+    if math.prod(shape) != 1:
         raise DatasetError(f"{p}: a judgment file must hold exactly one value, found shape {shape}; "
                            "re-extract the archive.")
-    if arr.dtype.kind not in "fiu":
-        raise DatasetError(f"{p}: judgment of dtype {arr.dtype} is not a number; re-extract the archive.")
-    value = float(arr.reshape(()))
+    if dtype.kind not in "fiu":
+        raise DatasetError(f"{p}: judgment of dtype {dtype} is not a number; re-extract the archive.")
+    if len(data) != dtype.itemsize:
+        raise DatasetError(f"{p}: truncated .npy judgment file (its value is missing); re-extract the archive.")
+    value = float(np.frombuffer(data, dtype=dtype)[0])
     if not math.isfinite(value) or not 0.0 <= value <= 1.0:
         raise DatasetError(f"{p}: judgment {value!r} is not a finite fraction in [0, 1]; "
                            "re-extract the archive or remove this item.")
@@ -231,11 +284,13 @@ class _PairedFolders(Dataset[dict[str, Any]]):
     _kind: str = ""
 
     def __init__(self, root: str | os.PathLike[str], split: str, category: str,
-                 load_size: int | None = 64, *, report_problems: bool = False) -> None:
+                 load_size: int | None = 64, *, report_problems: bool = False,
+                 min_size: tuple[str, int] | None = None) -> None:
         if load_size is not None and (isinstance(load_size, bool) or not isinstance(load_size, int)
                                       or load_size < 1):
             raise ValueError(f"load_size must be a positive int or None (native size), got {load_size!r}.")
         resolve_categories(self._kind, split, [category])
+        self.min_size = min_size
         self.root = Path(root)
         self.split = split
         self.category = category
@@ -244,8 +299,9 @@ class _PairedFolders(Dataset[dict[str, Any]]):
         if not self.folder.is_dir():
             raise DatasetError(
                 f"{self.folder}: BAPPS {self._kind} {split}/{category} not found. Download it with "
-                f"`spips-bench download bapps --split {'jnd' if self._kind == 'jnd' else split} --root "
-                f"{self.root}`, or pass the folder that holds 2afc/ and jnd/."
+                f"`spips-bench download bapps --split {split} --root {self.root}`"
+                + (" (2AFC val and JND, what `run --split val` reads)" if split == "val" else "")
+                + ", or pass the folder that holds 2afc/ and jnd/."
             )
         self.report_problems = report_problems
         parts = {p: IMAGE_SUFFIXES for p in self._image_parts}
@@ -276,11 +332,27 @@ class _PairedFolders(Dataset[dict[str, Any]]):
             raise IndexError(f"index {index} out of range for {len(self)} items in {self.folder}")
         index %= len(self)
         try:
-            return self._load(index)
+            item = self._load(index)
+            self._check_min_size(index, item)
+            return item
         except _SampleProblem as problem:
             if not self.report_problems:
                 raise problem.error from None
             return {"name": self.names[index], "problem": problem.record()}
+
+    def _check_min_size(self, index: int, item: dict[str, Any]) -> None:
+        """Raise :class:`_SampleProblem` for an image of item ``index`` below ``min_size``."""
+        if self.min_size is None:
+            return
+        metric, size = self.min_size
+        for part in self._image_parts:
+            h, w = item[part].shape[-2:]
+            if min(h, w) < size:
+                path = self.path(index, part)
+                raise _SampleProblem(path, DatasetError(
+                    f"{path}: {w}x{h} px, smaller than the {size}x{size} px that metric {metric!r} needs; pass "
+                    f"a load size (e.g. --load-size 64) to resize every patch, or leave {metric!r} out of "
+                    "--metrics"))
 
     def _load(self, index: int) -> dict[str, Any]:
         """Read item ``index``; a file that cannot be used raises :class:`_SampleProblem`."""
@@ -322,6 +394,7 @@ class _PairedFolders(Dataset[dict[str, Any]]):
         item[self._judgment_part] = torch.tensor(value, dtype=torch.float32)
         item["name"] = self.names[index]
         item["conversions"] = conversions
+        item["files"] = {part: str(self.path(index, part)) for part in self._image_parts}
         return item
 
     def __repr__(self) -> str:
@@ -335,7 +408,8 @@ class TwoAFCDataset(_PairedFolders):
     Each item is a dict: ``"ref"``, ``"p0"``, ``"p1"`` are ``(3, H, W)`` float32 tensors in [0, 1]
     (``H = W = load_size``, or the stored size when ``load_size`` is None); ``"judge"`` is a float32
     scalar tensor, the fraction of raters who preferred p1 (0 = all chose p0); ``"name"`` is the file
-    stem (e.g. ``"000123"``); ``"conversions"`` lists any grayscale/RGBA/16-bit conversion made.
+    stem (e.g. ``"000123"``); ``"conversions"`` lists any conversion made (EXIF orientation, grayscale,
+    RGBA, 16-bit, float); ``"files"`` maps each image part to its file.
 
     Args:
         root: folder holding ``2afc/`` (the official archives' ``dataset/``).
@@ -346,11 +420,14 @@ class TwoAFCDataset(_PairedFolders):
         report_problems: keep unpaired names and return a ``{"name", "problem"}`` item for a sample
             that cannot be used instead of raising (see the module docstring); ``pairing_error`` then
             holds the message that unpaired names would have raised.
+        min_size: ``(metric, px)``: an item with an image whose side (after loading) is below ``px`` is
+            a problem that names the metric (what the runner passes at the native load size).
 
     Raises:
         ValueError: unknown split or category, or a bad load_size.
         DatasetError: the folder is missing, or its files do not pair up by name (without
-            ``report_problems``); indexing: a bad judgment file or images of different native sizes.
+            ``report_problems``); indexing: a bad judgment file, images of different native sizes, or
+            an image below ``min_size``.
         ImageReadError: indexing: an image that is missing, empty, unreadable, truncated or not an image.
     """
 
@@ -364,7 +441,7 @@ class JNDDataset(_PairedFolders):
 
     Each item is a dict: ``"p0"``, ``"p1"`` are ``(3, H, W)`` float32 tensors in [0, 1]; ``"same"`` is
     a float32 scalar tensor, the fraction of raters who judged the two patches identical; ``"name"``
-    and ``"conversions"`` as in :class:`TwoAFCDataset`.
+    ``"conversions"`` and ``"files"`` as in :class:`TwoAFCDataset`.
 
     Args:
         root: folder holding ``jnd/``.
@@ -382,40 +459,72 @@ def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack a list of dataset items into a batch for ``DataLoader(collate_fn=collate)``.
 
     Tensors are stacked along a new first dimension (images ``(N, 3, H, W)``, judgments ``(N,)``);
-    ``"name"`` becomes a list of N stems and ``"conversions"`` a list of N lists. Items that carry a
-    ``"problem"`` (datasets built with ``report_problems=True``) are left out of the stacks and listed
-    under ``"problems"`` as ``{"name", "file", "reason", "error"}``; that key is present only when some
-    item has a problem, and a batch of problems only has ``"name": []`` besides it.
+    ``"name"`` becomes a list of N stems, ``"conversions"`` a list of N lists and ``"files"`` a list of
+    N dicts. Items that carry a ``"problem"`` (datasets built with ``report_problems=True``) are left out
+    of the stacks and listed under ``"problems"`` as ``{"name", "file", "reason", "error"}``; that key is
+    present only when some item has a problem, and a batch of problems only has ``"name": []`` besides it.
+
+    Items whose images differ in size from the batch's (only possible at the native load size) cannot
+    be stacked with it: they are listed under ``"problems"`` too, not resized, so that every score is
+    the one the sample gets on its own. The batch's size is the one most of its items have (the first
+    item's on a tie); ``--batch-size 1`` or a load size scores samples of every size.
 
     Raises:
-        ValueError: an empty batch, items with different keys, or images of different sizes (use a
-            ``load_size`` to resize them all).
+        ValueError: an empty batch, or items with different keys.
     """
     if not batch:
         raise ValueError("cannot collate an empty batch")
     problems = [{"name": item["name"], **item["problem"]} for item in batch if "problem" in item]
+    good = [item for item in batch if "problem" not in item]
+    if good:
+        keys = good[0].keys()
+        for item in good[1:]:
+            if item.keys() != keys:
+                raise ValueError(
+                    f"cannot collate items with different keys: {sorted(keys)} vs {sorted(item.keys())}"
+                )
+        tensor_keys = [k for k in keys if isinstance(good[0][k], torch.Tensor)]
+
+        def shapes(item: dict[str, Any]) -> tuple[tuple[int, ...], ...]:
+            return tuple(tuple(item[k].shape) for k in tensor_keys)
+
+        counts: dict[tuple[tuple[int, ...], ...], int] = {}
+        for item in good:
+            counts[shapes(item)] = counts.get(shapes(item), 0) + 1
+        common = max(counts, key=lambda s: counts[s])  # max keeps the first of equal counts
+        if len(counts) > 1:
+            problems += [_size_problem(item, tensor_keys, common) for item in good if shapes(item) != common]
+            good = [item for item in good if shapes(item) == common]
     if problems:
-        good = [item for item in batch if "problem" not in item]
-        rest: dict[str, Any] = collate(good) if good else {"name": []}
+        rest: dict[str, Any] = _stack(good) if good else {"name": []}
         rest["problems"] = problems
         return rest
-    keys = batch[0].keys()
-    for item in batch[1:]:
-        if item.keys() != keys:
-            raise ValueError(
-                f"cannot collate items with different keys: {sorted(keys)} vs {sorted(item.keys())}"
-            )
+    return _stack(good)
+
+
+def _size_problem(item: dict[str, Any], tensor_keys: list[str], common: tuple[tuple[int, ...], ...],
+                  ) -> dict[str, str]:
+    """The ``"problems"`` entry of an item whose tensors do not have the batch's shapes."""
+    key, shape, want = next((k, tuple(item[k].shape), c) for k, c in zip(tensor_keys, common, strict=True)
+                            if tuple(item[k].shape) != c)
+    files = item.get("files") or {}
+    file = str(files.get(key, item.get("name", "?"))) if isinstance(files, dict) else str(item.get("name"))
+
+    def px(s: tuple[int, ...]) -> str:
+        return f"{s[-1]}x{s[-2]} px" if len(s) >= 2 else f"shape {s}"
+
+    return {"name": item.get("name", "?"), "file": file,
+            "reason": (f"{key} is {px(shape)}, but the other samples of its batch are {px(want)}; images of "
+                       "different sizes cannot be scored in one batch at the native load size. Pass "
+                       "--batch-size 1 to score every sample at its own size, or a load size (e.g. "
+                       "--load-size 64) to resize them"),
+            "error": "DatasetError"}
+
+
+def _stack(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack items of one set of keys and shapes (checked by :func:`collate`)."""
     out: dict[str, Any] = {}
-    for key in keys:
+    for key in batch[0]:
         values = [item[key] for item in batch]
-        if isinstance(values[0], torch.Tensor):
-            shapes = {tuple(v.shape) for v in values}
-            if len(shapes) > 1:
-                raise ValueError(
-                    f"cannot stack {key!r} of different shapes {sorted(shapes)} (items "
-                    f"{[item.get('name') for item in batch][:_SHOW]}); set load_size to resize them."
-                )
-            out[key] = torch.stack(values)
-        else:
-            out[key] = list(values)
+        out[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else list(values)
     return out

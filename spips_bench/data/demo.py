@@ -64,13 +64,9 @@ Distortion = Callable[[Image, float, np.random.Generator], Image]
 
 def default_demo_root() -> Path:
     """``$SPIPS_BENCH_CACHE/demo-v{N}``, else ``$XDG_CACHE_HOME/spips-bench/...``, else ``~/.cache/...``."""
-    base = os.environ.get("SPIPS_BENCH_CACHE")
-    if base:
-        cache = Path(base)
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        cache = (Path(xdg) if xdg else Path.home() / ".cache") / "spips-bench"
-    return cache / f"demo-v{DEMO_VERSION}"
+    from spips_bench.settings import cache_dir
+
+    return cache_dir() / f"demo-v{DEMO_VERSION}"
 
 
 # --- distortion families; strength t in [0, 1], 0 = untouched --------------------------------------
@@ -310,6 +306,14 @@ def _is_complete(root: Path) -> bool:
         return json.loads((root / _MARKER).read_text(encoding="utf-8")) == json.loads(json.dumps(_manifest()))
     except (OSError, ValueError):
         return False
+
+
+def is_demo_set(root: str | os.PathLike[str]) -> bool:
+    """Whether ``root`` is a spips-bench demo set (of any version): its marker file is there.
+
+    The runner labels scores of such a folder "synthetic judgments" whatever ``--dataset`` says.
+    """
+    return (Path(root) / _MARKER).is_file()
 
 
 def generate_demo(target: str | os.PathLike[str]) -> Path:

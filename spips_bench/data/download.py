@@ -1,22 +1,30 @@
 """Download and unpack the BAPPS archives: resumable, verified, and safe to extract.
 
 * Transfer: ``urllib.request`` into ``NAME.part``, resumed with an HTTP ``Range`` request after a
-  dropped connection (a server that ignores ``Range`` and answers 200 restarts the file cleanly),
-  retried with exponential backoff. The ``.part`` file becomes ``NAME`` only once its size equals the
-  announced length and its SHA-256 has been checked.
-* Integrity: BAPPS publishes no checksums, so the first download records the SHA-256 in
-  ``ROOT/.spips-bench-manifest.json`` and every later download of the same archive must match it; or a
-  hash is pinned with ``sha256=``. A mismatching file is kept as ``NAME.rejected`` for inspection and
-  never extracted.
-* Extraction: members are checked one by one (no absolute paths, no ``..``, no links, no device files)
-  and written into a temporary folder inside ``ROOT``; only the complete tree is moved into place, so
-  an interrupted extraction leaves no half-tree. A split already in place is neither downloaded nor
-  extracted again.
+  dropped connection, with ``If-Range`` carrying the validator (ETag or Last-Modified) of the response
+  that started the file, so a file changed on the server is sent whole instead of being spliced onto
+  the old part (a server that ignores ``Range`` and answers 200 restarts the file cleanly); retried
+  with exponential backoff. The ``.part`` file becomes ``NAME`` only once its size equals the
+  announced length and its SHA-256 has been checked. A local write failure (disk full, read-only
+  folder) stops at once with its own message; it is not retried as a network failure.
+* Offline mode: only this machine (loopback) may be contacted, and every redirect is checked: one to
+  another host is refused before any connection is made.
+* Integrity: BAPPS publishes no checksums, so the first archive that downloads *and extracts* records
+  its size and SHA-256 in ``ROOT/.spips-bench-manifest.json``, and every later download of the same
+  archive must match it; or a hash is pinned with ``sha256=``. A mismatching file is kept as
+  ``NAME.rejected`` for inspection and never extracted; so is a first download that does not extract
+  (an error page, a spliced transfer), which is not recorded, so the next run downloads a fresh copy.
+* Extraction: members are checked one by one (no absolute paths, no ``..``, no links, no device files,
+  no more bytes or members than :func:`extraction_limits` allows for the archive's size) and written
+  into a temporary folder inside ``ROOT``; only the complete tree is moved into place, so an
+  interrupted extraction leaves no half-tree. A full disk during extraction keeps the archive. A split
+  already in place is neither downloaded nor extracted again.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import http.client
 import json
 import os
@@ -56,7 +64,15 @@ ARCHIVES: dict[str, Archive] = {
     "train": Archive("twoafc_train.tar.gz", "2afc", "train", 5_300_000_000),
     "jnd": Archive("jnd.tar.gz", "", "jnd", 200_000_000),
 }
-SPLIT_CHOICES = ("val", "train", "jnd", "all")
+#: The archives each ``--split`` fetches: ``val`` is everything ``spips-bench run --split val`` reads.
+SPLIT_ARCHIVES: dict[str, tuple[str, ...]] = {
+    "val": ("val", "jnd"),
+    "2afc-val": ("val",),
+    "train": ("train",),
+    "jnd": ("jnd",),
+    "all": ("val", "train", "jnd"),
+}
+SPLIT_CHOICES = tuple(SPLIT_ARCHIVES)
 
 
 @dataclass(frozen=True)
@@ -91,10 +107,12 @@ def download_bapps(
 
     Args:
         root: destination; created if missing.
-        split: ``"val"`` (2AFC val, 1.1 GB), ``"train"`` (2AFC train, 5.3 GB), ``"jnd"`` (0.2 GB) or
-            ``"all"``.
+        split: ``"val"`` (2AFC val and JND val, 1.3 GB: what ``spips-bench run --split val`` reads),
+            ``"2afc-val"`` (2AFC val only, 1.1 GB), ``"train"`` (2AFC train, 5.3 GB), ``"jnd"`` (0.2 GB) or
+            ``"all"`` (see :data:`SPLIT_ARCHIVES`).
         url_base: folder URL holding the archives; :data:`FALLBACK_URL_BASE` is the older official host.
-        sha256: expected SHA-256 (64 hex digits) of the one archive of ``split``; not with ``"all"``.
+        sha256: expected SHA-256 (64 hex digits) of the one archive of ``split``; only with a split of one
+            archive (``"2afc-val"``, ``"train"``, ``"jnd"``).
         keep_archive: keep the ``.tar.gz`` after extraction (it is deleted otherwise).
         progress: show a byte progress bar on stderr.
         retries: attempts after a failure that made no progress, before giving up.
@@ -112,11 +130,13 @@ def download_bapps(
     if split not in SPLIT_CHOICES:
         raise ValueError(f"unknown BAPPS split {split!r}; choose one of {', '.join(SPLIT_CHOICES)}.")
     if sha256 is not None:
-        if split == "all":
-            raise ValueError("--sha256 pins one archive; pass it with --split val, train or jnd, not all.")
         sha256 = sha256.strip().lower()
         if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
             raise ValueError(f"--sha256 must be 64 hexadecimal digits, got {sha256!r}.")
+        if len(SPLIT_ARCHIVES[split]) != 1:
+            files = " and ".join(ARCHIVES[a].filename for a in SPLIT_ARCHIVES[split])
+            raise ValueError(f"--sha256 pins one archive, but --split {split} fetches {files}, not all of one "
+                             "hash; pin each with --split 2afc-val, train or jnd.")
     if not url_base.startswith(("https://", "http://")):
         raise ValueError(f"--url-base must be an http(s) URL, got {url_base!r}.")
     if retries < 0 or timeout <= 0 or backoff < 0:
@@ -124,24 +144,27 @@ def download_bapps(
             f"need retries >= 0, timeout > 0, backoff >= 0; got {retries}, {timeout}, {backoff}."
         )
     base = url_base if url_base.endswith("/") else url_base + "/"
-    from spips_bench.weights import is_offline
+    from spips_bench.weights import is_loopback_url, is_offline
 
-    host = urllib.parse.urlsplit(base).hostname or ""
-    forbid = is_offline(offline) and host not in ("127.0.0.1", "localhost", "::1")
+    local_only = is_offline(offline)
+    forbid = local_only and not is_loopback_url(base)
     root_path = Path(root).expanduser().resolve()
-    root_path.mkdir(parents=True, exist_ok=True)
-    names = list(ARCHIVES) if split == "all" else [split]
+    try:
+        root_path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _write_error(exc, root_path, "") from exc
+    names = list(SPLIT_ARCHIVES[split])
     results = []
     for name in names:
         arch = ARCHIVES[name]
         results.append(_fetch_one(root_path, arch, base + arch.filename, sha256, keep_archive, progress,
-                                  retries, timeout, backoff, log, forbid))
+                                  retries, timeout, backoff, log, forbid, local_only))
     return results
 
 
 def _fetch_one(root: Path, arch: Archive, url: str, pinned: str | None, keep: bool, progress: bool,
                retries: int, timeout: float, backoff: float, log: Callable[[str], None],
-               forbid: bool) -> DownloadResult:
+               forbid: bool, local_only: bool) -> DownloadResult:
     target = root / arch.subdir / arch.top
     if target.is_dir():
         log(f"{target}: already present; nothing downloaded or extracted.")
@@ -160,14 +183,31 @@ def _fetch_one(root: Path, arch: Archive, url: str, pinned: str | None, keep: bo
         part = archive.with_name(archive.name + ".part")
         recorded_size = _manifest_entry(root, arch.filename).get("size")
         size = _transfer(url, part, recorded_size if isinstance(recorded_size, int) else None, progress,
-                         retries, timeout, backoff)
+                         retries, timeout, backoff, local_only)
         digest = sha256_file(part)
         _check_hash(root, arch.filename, part, size, digest, pinned)
-        os.replace(part, archive)
-        _record(root, arch.filename, url, size, digest)
+        try:
+            os.replace(part, archive)
+        except OSError as exc:
+            raise _write_error(exc, archive, f"The verified download is kept as {part}.") from exc
         downloaded = True
     log(f"extracting {archive.name} into {target}")
-    _extract(archive, root, arch)
+    try:
+        _extract(archive, root, arch)
+    except (_CorruptArchiveError, UnsafeArchiveError) as exc:
+        if pinned is None and _manifest_entry(root, arch.filename).get("sha256") != digest:
+            # Never extracted before, so nothing vouches for these bytes (an error page served with 200,
+            # a resumed transfer spliced onto another file): set them aside so that a rerun downloads
+            # a fresh copy instead of trusting them.
+            rejected = root / (arch.filename + ".rejected")
+            os.replace(archive, rejected)
+            advice = (f"The archive was moved to {rejected} for inspection and not recorded in {MANIFEST_NAME}; "
+                      "running the command again downloads a fresh copy.")
+        else:
+            advice = "Delete it and run the command again."
+        raise type(exc)(f"{exc} {advice}") from exc
+    if downloaded:
+        _record(root, arch.filename, url, archive.stat().st_size, digest)
     if not keep:
         archive.unlink()
     log(f"{target}: done (sha256 {digest}).")
@@ -179,51 +219,77 @@ class _ShortRead(Exception):
 
 
 def _transfer(url: str, part: Path, known_size: int | None, progress: bool, retries: int,
-              timeout: float, backoff: float) -> int:
-    """Fill ``part`` with the body of ``url``, resuming after failures; return the complete size."""
+              timeout: float, backoff: float, local_only: bool = False) -> int:
+    """Fill ``part`` with the body of ``url``, resuming after failures; return the complete size.
+
+    A resumed request carries ``If-Range`` with the validator (ETag or Last-Modified) of the response
+    that started ``part``, kept in ``part.meta``: when the file on the server changed since, the
+    server answers 200 with the whole new file, which replaces ``part`` instead of being spliced onto it.
+    """
     from tqdm import tqdm
+
+    from spips_bench.weights import open_url
 
     failures = 0
     # Progress means bytes beyond the furthest point reached so far: a server that restarts every
     # response with a 200 and cuts it at the same place makes none, however much it sends.
     furthest = part.stat().st_size if part.exists() else 0
     last_error: BaseException | None = None
+    meta = _part_meta_path(part)
     for _ in range(1000):  # hard cap; each pass either adds bytes or counts as a failure
         offset = part.stat().st_size if part.exists() else 0
         if known_size is not None and offset == known_size:
+            meta.unlink(missing_ok=True)
             return offset
         if known_size is not None and offset > known_size:
             part.unlink()
+            meta.unlink(missing_ok=True)
             offset = 0
         request = urllib.request.Request(url, headers={"User-Agent": "spips-bench"})
         if offset:
             request.add_header("Range", f"bytes={offset}-")
+            validator = _read_part_meta(meta).get("validator")
+            if isinstance(validator, str) and validator:
+                request.add_header("If-Range", validator)
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            with open_url(request, timeout=timeout, local_only=local_only, error=DownloadError) as response:
                 total, offset = _expected_total(response, offset, known_size, url)
                 mode = "ab" if offset else "wb"
-                with open(part, mode) as out, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
-                                                    unit_divisor=1024, desc=part.name[:-5], file=sys.stderr,
-                                                    disable=not progress, leave=False) as bar:
+                if not offset:
+                    _write_part_meta(meta, url, response)
+                try:
+                    out = open(part, mode)  # noqa: SIM115 (closed below; write errors are told apart)
+                except OSError as exc:
+                    raise _write_error(exc, part, "") from exc
+                with out, tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
+                               desc=part.name[:-5], file=sys.stderr, disable=not progress, leave=False) as bar:
                     while True:
                         chunk = response.read(_CHUNK)
                         if not chunk:
                             break
-                        out.write(chunk)
+                        try:
+                            out.write(chunk)
+                        except OSError as exc:
+                            raise _write_error(exc, part, "The bytes received so far are kept and the "
+                                               "download resumes from there.") from exc
                         bar.update(len(chunk))
             size = part.stat().st_size
             if size == total:
+                meta.unlink(missing_ok=True)
                 return size
             if size > total:
                 part.unlink()
+                meta.unlink(missing_ok=True)
                 raise DownloadError(f"{url}: received more bytes ({size}) than announced ({total}); "
                                     "the partial file was deleted, run the command again.")
             raise _ShortRead(f"connection closed at {size} of {total} bytes")
         except urllib.error.HTTPError as exc:
             if exc.code == 416:  # Range not satisfiable: the .part file is already whole, or too long
                 if offset and exc.headers.get("Content-Range", "").strip() == f"bytes */{offset}":
+                    meta.unlink(missing_ok=True)
                     return offset
                 part.unlink(missing_ok=True)
+                meta.unlink(missing_ok=True)
                 last_error = exc
             elif exc.code < 500 and exc.code != 429:
                 raise DownloadError(
@@ -248,6 +314,55 @@ def _transfer(url: str, part: Path, known_size: int | None, progress: bool, retr
         f"{have} bytes are kept in {part}. Run the same command again to resume, or try --url-base "
         f"{FALLBACK_URL_BASE}."
     )
+
+
+def _part_meta_path(part: Path) -> Path:
+    return part.with_name(part.name + ".meta")
+
+
+def _read_part_meta(meta: Path) -> dict[str, object]:
+    """What the response that started a ``.part`` file said about it; empty when unknown or unreadable."""
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_part_meta(meta: Path, url: str, response: http.client.HTTPResponse) -> None:
+    """Keep the validator of the response that starts a ``.part`` file, for ``If-Range`` on resumption.
+
+    A weak ETag (``W/...``) may not be used with ``If-Range``; Last-Modified is the fallback. Without
+    either the file is resumed with ``Range`` alone.
+    """
+    etag = (response.headers.get("ETag") or "").strip()
+    validator = etag if etag and not etag.startswith("W/") else (response.headers.get("Last-Modified") or "")
+    try:
+        if validator:
+            meta.write_text(json.dumps({"url": url, "validator": validator.strip()}) + "\n", encoding="utf-8")
+        else:
+            meta.unlink(missing_ok=True)
+    except OSError as exc:
+        raise _write_error(exc, meta, "") from exc
+
+
+def _write_error(exc: OSError, path: Path, kept: str) -> DownloadError:
+    """A local write failure (disk full, read-only or not writable folder) as one line with its fix.
+
+    Such a failure is never retried as if it were the network's, and never blamed on the archive.
+    """
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "the disk is full: free some space (or pass another --root)"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "the folder is read-only or not writable: make it writable (or pass another --root)"
+    else:
+        fix = "check the disk and the folder's permissions (or pass another --root)"
+    tail = f" {kept}" if kept else ""
+    return DownloadError(f"{path}: cannot write ({reason}); {fix}, then run the same command again.{tail}")
+
+
+_LOCAL_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS})
 
 
 def _expected_total(response: http.client.HTTPResponse, offset: int, known_size: int | None,
@@ -303,14 +418,23 @@ def _manifest_entry(root: Path, filename: str) -> dict[str, object]:
 
 
 def _record(root: Path, filename: str, url: str, size: int, digest: str) -> None:
+    """Record the size and SHA-256 of an archive, once it has been extracted successfully.
+
+    Only then: a first transfer that is not the archive (an error page, a spliced resume) must not
+    become the reference every later download is held to.
+    """
     files = _read_manifest(root)
     if filename in files:
         return
     files[filename] = {"file": filename, "url": url, "size": size, "sha256": digest,
                        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
     tmp = _manifest_path(root).with_suffix(".tmp")
-    tmp.write_text(json.dumps({"files": files}, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, _manifest_path(root))
+    try:
+        tmp.write_text(json.dumps({"files": files}, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, _manifest_path(root))
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _write_error(exc, _manifest_path(root), "The extracted tree is in place.") from exc
 
 
 def _check_hash(root: Path, filename: str, path: Path, size: int, digest: str, pinned: str | None) -> None:
@@ -351,14 +475,57 @@ def _check_member(member: tarfile.TarInfo, archive: Path) -> str:
     return "/".join(parts)
 
 
+class _CorruptArchiveError(DownloadError):
+    """The archive's bytes cannot be unpacked (not gzip/tar, truncated, damaged)."""
+
+
+# Caps on what one archive may unpack to. The official archives hold PNG files, already compressed, so
+# they expand by a few percent; these caps only stop an archive built to fill the disk (a small file of
+# zeros that inflates a thousandfold) or its inode table (a flood of empty members).
+MAX_EXPANSION = 10  # total member bytes <= MAX_EXPANSION * archive size + EXPANSION_SLACK
+EXPANSION_SLACK = 1 << 20
+BYTES_PER_MEMBER = 1024  # members <= max(MIN_MEMBER_CAP, archive size // BYTES_PER_MEMBER)
+MIN_MEMBER_CAP = 1000
+
+
+def extraction_limits(archive_size: int) -> tuple[int, int]:
+    """``(max total bytes, max members)`` that an archive of ``archive_size`` bytes may unpack to."""
+    return (MAX_EXPANSION * archive_size + EXPANSION_SLACK,
+            max(MIN_MEMBER_CAP, archive_size // BYTES_PER_MEMBER))
+
+
 def _extract(archive: Path, root: Path, arch: Archive) -> None:
-    """Unpack ``arch.top`` of ``archive`` into ``root/arch.subdir`` via a temporary folder in ``root``."""
+    """Unpack ``arch.top`` of ``archive`` into ``root/arch.subdir`` via a temporary folder in ``root``.
+
+    Raises:
+        UnsafeArchiveError: an unsafe member, one outside ``arch.top``, or more bytes or members than
+            :func:`extraction_limits` allows (checked from each member's header, before it is written).
+        DownloadError: the archive is corrupt (:class:`_CorruptArchiveError`), or the root cannot be
+            written (disk full, read-only); the archive is kept in the latter case.
+    """
     dest_parent = root / arch.subdir
-    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=root))
+    archive_size = archive.stat().st_size
+    max_bytes, max_members = extraction_limits(archive_size)
+    kept = f"The archive {archive} is intact and kept: nothing has to be downloaded again."
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=root))
+    except OSError as exc:
+        raise _write_error(exc, root, kept) from exc
     try:
         try:
+            total = members = 0
             with tarfile.open(archive, mode="r|*") as tar:  # streaming: one pass over the archive
                 for member in tar:
+                    members += 1
+                    total += member.size if member.isfile() else 0
+                    if members > max_members or total > max_bytes:
+                        what = (f"more than {max_members:,} members" if members > max_members
+                                else f"more than {max_bytes:,} bytes ({MAX_EXPANSION}x its own size)")
+                        raise UnsafeArchiveError(
+                            f"{archive}: it would unpack to {what}, a {archive_size:,}-byte archive "
+                            f"(at member {member.name!r}); the official {arch.filename} expands little, so "
+                            "this is not it. Refusing to extract; nothing was kept."
+                        )
                     rel = _check_member(member, archive)
                     if not rel:
                         continue
@@ -372,12 +539,16 @@ def _extract(archive: Path, root: Path, arch: Archive) -> None:
         except (tarfile.TarError, EOFError, OSError) as exc:
             if isinstance(exc, UnsafeArchiveError):
                 raise
-            raise DownloadError(f"{archive}: corrupt or truncated archive ({exc}); delete it and run the "
-                                "command again.") from exc
+            if isinstance(exc, OSError) and exc.errno in _LOCAL_WRITE_ERRNOS:
+                raise _write_error(exc, dest_parent, kept) from exc
+            raise _CorruptArchiveError(f"{archive}: corrupt or truncated archive ({exc}).") from exc
         if not (tmp / arch.top).is_dir():
             raise UnsafeArchiveError(f"{archive}: no {arch.top}/ folder inside; this is not the official "
                                      f"{arch.filename}.")
-        dest_parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp / arch.top, dest_parent / arch.top)
+        try:
+            dest_parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp / arch.top, dest_parent / arch.top)
+        except OSError as exc:
+            raise _write_error(exc, dest_parent, kept) from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

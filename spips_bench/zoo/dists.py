@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from spips_bench import weights
 from spips_bench.metric import Metric
 from spips_bench.zoo.backbones import imagenet_features_state, vgg16_layers
-from spips_bench.zoo.lpips import follow_device
+from spips_bench.zoo.lpips import follow_device, parameter_dtype
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -46,6 +46,10 @@ class L2Pool(nn.Module):
         self.register_buffer("filter", g[None, None].repeat(channels, 1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype in (torch.float16, torch.bfloat16):
+            # x² overflows float16 on VGG activations, and 1e-12 underflows it (an infinite gradient of the
+            # square root at 0): the pooling runs in float32 and returns the input's dtype.
+            return self.forward(x.float()).to(x.dtype)
         out = F.conv2d(x * x, self.filter.to(x.dtype), stride=2, padding=1, groups=x.shape[1])
         return torch.sqrt(out + 1e-12)
 
@@ -58,6 +62,7 @@ class DISTS(Metric):
     name = "dists"
     higher_is_better = False
     symmetric = True
+    differentiable = True
     min_size = 16
     citation = "Ding et al., Image Quality Assessment: Unifying Structure and Texture Similarity, " \
                "IEEE TPAMI 2020, arXiv:2004.07728"
@@ -96,7 +101,8 @@ class DISTS(Metric):
     def features(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Per stage (input first): ``(feature map, spatial mean, spatial variance)``, float32."""
         follow_device(self, x)
-        h = ((x.float() - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        h = ((x.float() - self.mean.float()) / self.std.float()).to(parameter_dtype(self.features_net))
+        h = h.contiguous(memory_format=torch.channels_last)
         maps = [x.float()]
         for i, layer in enumerate(self.features_net):
             h = layer(h)
@@ -111,9 +117,10 @@ class DISTS(Metric):
 
     def compare(self, f_dist: Any, f_ref: Any) -> torch.Tensor:
         """Scores ``(N,)`` from two :meth:`features` results."""
-        w_sum = self.alpha.sum() + self.beta.sum()
-        alphas = torch.split(self.alpha / w_sum, list(_CHANNELS), dim=1)
-        betas = torch.split(self.beta / w_sum, list(_CHANNELS), dim=1)
+        alpha, beta = self.alpha.float(), self.beta.float()  # float32 also after .half()
+        w_sum = alpha.sum() + beta.sum()
+        alphas = torch.split(alpha / w_sum, list(_CHANNELS), dim=1)
+        betas = torch.split(beta / w_sum, list(_CHANNELS), dim=1)
         texture = []
         structure = []
         for (fx, mx, vx), (fy, my, vy), a, b in zip(f_dist, f_ref, alphas, betas, strict=True):

@@ -47,6 +47,18 @@ def follow_device(module: nn.Module, x: torch.Tensor) -> None:
             module.to(x.device)
 
 
+def parameter_dtype(module: nn.Module) -> torch.dtype:
+    """The dtype of ``module``'s floating parameters (float32 if it has none).
+
+    It is what ``.half()``, ``.bfloat16()`` or ``.double()`` made of the module: a trunk runs in it, so
+    its input is cast to it; what follows the trunk (normalisation, differences, pooling) runs in float32.
+    """
+    for p in module.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
 def lin_state(state: dict[str, torch.Tensor], n_layers: int, *, source: str,
               ignore: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
     """Map an LPIPS checkpoint's ``lin<k>.model.1.weight`` keys to ``<k>.weight`` of a ModuleList."""
@@ -65,6 +77,7 @@ class LinearHeadDistance(Metric):
 
     higher_is_better = False
     symmetric = True
+    differentiable = True
 
     def __init__(self, trunk: Trunk) -> None:
         super().__init__()
@@ -78,7 +91,8 @@ class LinearHeadDistance(Metric):
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         follow_device(self, x)
-        return x if x.dtype == torch.float32 else x.float()
+        dtype = parameter_dtype(self.trunk)  # float32, or what .half() / .bfloat16() made of the trunk
+        return x if x.dtype == dtype else x.to(dtype)
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Unit-normalised tapped activations of images ``x`` in [0, 1], float32, one per layer."""

@@ -13,6 +13,7 @@ import torch
 
 from spips_bench.metric import Metric
 from spips_bench.zoo.color import check_color_mode, to_metric_channels
+from spips_bench.zoo.grad import warn_if_not_differentiable
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor, *, data_range: float = 1.0) -> torch.Tensor:
@@ -58,6 +59,7 @@ class PSNR(Metric):
     higher_is_better: ClassVar[bool] = True
     min_size: ClassVar[int] = 1
     symmetric: ClassVar[bool] = True
+    differentiable: bool = True  # with color="matlab-gray" the 8-bit rounding makes it False
     citation: ClassVar[str] = "Wang & Bovik, IEEE Signal Processing Magazine 2009, doi:10.1109/MSP.2008.930649"
 
     def __init__(self, color: str = "rgb", data_range: float = 1.0) -> None:
@@ -66,9 +68,11 @@ class PSNR(Metric):
         if not isinstance(data_range, (int, float)) or not data_range > 0:
             raise ValueError(f"data_range must be a positive number, got {data_range!r}.")
         self.data_range = float(data_range)
+        self.differentiable = self.color != "matlab-gray"
 
     def score(self, dist: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         """``(N,)`` PSNR in dB of validated ``(N, 3, H, W)`` inputs in [0, 1]."""
+        warn_if_not_differentiable(self, dist, ref, fix="color='rgb' (the default) or color='y'")
         return psnr(to_metric_channels(dist, self.color), to_metric_channels(ref, self.color),
                     data_range=self.data_range)
 

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from spips_bench.metric import Metric
 from spips_bench.zoo.color import check_color_mode, to_metric_channels
+from spips_bench.zoo.grad import warn_if_not_differentiable
 
 #: The exponents of the five MS-SSIM scales, finest first (Wang, Simoncelli & Bovik 2003).
 MS_SSIM_WEIGHTS: tuple[float, ...] = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -289,7 +290,8 @@ class SSIM(Metric):
 
     Args:
         color: ``"matlab-gray"`` (default: MATLAB ``rgb2gray`` rounded to 8 bits, the input of the
-            official script), ``"y"`` (BT.601 luma) or ``"rgb"`` (per channel, averaged).
+            official script), ``"y"`` (BT.601 luma) or ``"rgb"`` (per channel, averaged). The rounding
+            of ``"matlab-gray"`` makes the gradient zero; ``"y"`` and ``"rgb"`` are differentiable.
         downsample: ``False`` (default, the calibration convention). ``True`` applies the official
             script's pre-filter: factor ``f = max(1, round(min(H, W)/256))``, f x f box filter with
             symmetric borders, then every f-th pixel.
@@ -306,6 +308,7 @@ class SSIM(Metric):
     higher_is_better: ClassVar[bool] = True
     min_size: ClassVar[int] = 11
     symmetric: ClassVar[bool] = True
+    differentiable: bool = False  # the default color="matlab-gray" rounds to 8 bits
     citation: ClassVar[str] = "Wang et al., IEEE TIP 2004, doi:10.1109/TIP.2003.819861"
 
     def __init__(self, color: str = "matlab-gray", downsample: bool = False, data_range: float = 1.0,
@@ -319,9 +322,11 @@ class SSIM(Metric):
         self.downsample = downsample
         self.options = {"data_range": float(data_range), "kernel_size": kernel_size, "sigma": float(sigma),
                         "k1": float(k1), "k2": float(k2)}
+        self.differentiable = self.color != "matlab-gray"
 
     def score(self, dist: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         """``(N,)`` mean SSIM of validated ``(N, 3, H, W)`` inputs in [0, 1]."""
+        warn_if_not_differentiable(self, dist, ref, fix="color='y' (BT.601 luma, not rounded) or color='rgb'")
         x, y = to_metric_channels(dist, self.color), to_metric_channels(ref, self.color)
         if self.downsample:
             f = matlab_ssim_downsample_factor(int(x.shape[-2]), int(x.shape[-1]))
@@ -342,7 +347,9 @@ class MSSSIM(Metric):
         scales: number of scales; ``None`` (default) picks the most (<= 5) that fit the image
             (:func:`ms_ssim_num_scales`): 5 from 161 px, 3 at 64 px.
         combine: ``"product"`` (default; the published weighted geometric mean and the default of the
-            official ``msssim.m``) or ``"weighted-sum"`` (``msssim.m``'s 'wtd_sum' method).
+            official ``msssim.m``; registered as ``ms-ssim``) or ``"weighted-sum"`` (``msssim.m``'s
+            'wtd_sum' method, which reproduces the calibration values; registered as
+            ``ms-ssim-wtd-sum``, the instance's :attr:`name`).
         data_range, kernel_size, sigma, k1, k2: as for :class:`SSIM`.
 
     Reference: Z. Wang, E. P. Simoncelli, A. C. Bovik, "Multiscale structural similarity for image quality
@@ -354,6 +361,7 @@ class MSSSIM(Metric):
     higher_is_better: ClassVar[bool] = True
     min_size: ClassVar[int] = 11
     symmetric: ClassVar[bool] = True
+    differentiable: bool = False  # the default color="matlab-gray" rounds to 8 bits
     citation: ClassVar[str] = "Wang, Simoncelli & Bovik, Asilomar 2003, doi:10.1109/ACSSC.2003.1292216"
 
     def __init__(self, color: str = "matlab-gray", scales: int | None = None, combine: str = "product",
@@ -371,9 +379,12 @@ class MSSSIM(Metric):
         self.combine = combine
         self.options = {"data_range": float(data_range), "kernel_size": kernel_size, "sigma": float(sigma),
                         "k1": float(k1), "k2": float(k2)}
+        self.name = "ms-ssim" if combine == "product" else "ms-ssim-wtd-sum"  # type: ignore[misc]
+        self.differentiable = self.color != "matlab-gray"
 
     def score(self, dist: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         """``(N,)`` MS-SSIM of validated ``(N, 3, H, W)`` inputs in [0, 1]."""
+        warn_if_not_differentiable(self, dist, ref, fix="color='y' (BT.601 luma, not rounded) or color='rgb'")
         x, y = to_metric_channels(dist, self.color), to_metric_channels(ref, self.color)
         maps = ms_ssim_maps(x, y, scales=self.scales, **self.options)  # type: ignore[arg-type]
         return combine_ms_ssim(maps, combine=self.combine).mean(dim=1)

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from spips_bench.errors import WeightsIntegrityError, WeightsUnavailableError
+from spips_bench.weights import check_tensors
 
 FORMAT = "spips-heads/1"
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -59,7 +60,8 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
     Raises:
         WeightsUnavailableError: ``path`` does not exist.
         WeightsIntegrityError: the file is neither safetensors nor a ``torch.save`` zip of tensors, holds
-            a pickle payload (refused, never executed), or its metadata is malformed.
+            a pickle payload (refused, never executed), a tensor that is not floating point or holds NaN or
+            infinite values (named in the message), or its metadata is malformed.
     """
     p = Path(path)
     if not p.is_file():
@@ -89,6 +91,7 @@ def _read_safetensors(p: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] 
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsIntegrityError(f"{p}: unreadable safetensors file ({exc}); it is truncated or corrupt, "
                                     "write it again.") from exc
+    check_tensors(state, str(p))
     config = _parse_config(p, meta.get("config")) if "config" in meta else None
     if config is not None and meta.get("format") != FORMAT:
         raise WeightsIntegrityError(f"{p}: checkpoint format {meta.get('format')!r} is not {FORMAT!r}; "
@@ -118,7 +121,9 @@ def _read_torch_zip(p: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | 
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsIntegrityError(f"{p}: expected a mapping of parameter names to tensors, got "
                                     f"{type(obj).__name__}.")
-    return {str(k): v for k, v in obj.items()}, config, meta
+    state = {str(k): v for k, v in obj.items()}
+    check_tensors(state, str(p))
+    return state, config, meta
 
 
 def _parse_config(p: Path, raw: str | None) -> dict[str, Any]:

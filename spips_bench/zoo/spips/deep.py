@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 
 #: Added to the channel norm before dividing, as LPIPS does, so that all-zero features stay finite.
 NORM_EPS = 1e-10
@@ -70,7 +71,9 @@ class LayerHeads(torch.nn.Module):
         """``ReLU(Conv_l(Q_l))`` per layer, each ``(N, 1, H_l, W_l)``, >= 0, lower = more similar."""
         if len(diffs) != len(self.convs):
             raise ValueError(f"got {len(diffs)} difference maps for {len(self.convs)} layer heads.")
-        return [torch.relu(conv(self.dropout(d))) for conv, d in zip(self.convs, diffs, strict=True)]
+        # the weights in the differences' dtype (float32), also after .half() / .bfloat16() of the module
+        return [torch.relu(F.conv2d(self.dropout(d), conv.weight.to(d.dtype)))
+                for conv, d in zip(self._conv_list(), diffs, strict=True)]
 
     def forward(self, diffs: Sequence[torch.Tensor]) -> torch.Tensor:
         """Sum over layers of the spatial mean of each layer's map: ``(N,)``, >= 0."""

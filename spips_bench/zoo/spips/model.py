@@ -68,8 +68,11 @@ class FusionMLP(torch.nn.Module):
             self.fc2.bias.zero_()
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
-        g = self.fc2(torch.relu(self.fc1(v)))
-        g0 = self.fc2(torch.relu(self.fc1.bias)).view(1, 1)
+        # in the dtype of v (float32 from SPIPS), also after .half() / .bfloat16() of the module
+        w1, b1 = self.fc1.weight.to(v.dtype), self.fc1.bias.to(v.dtype)
+        w2, b2 = self.fc2.weight.to(v.dtype), self.fc2.bias.to(v.dtype)
+        g = F.linear(torch.relu(F.linear(v, w1, b1)), w2, b2)
+        g0 = F.linear(torch.relu(b1), w2, b2).view(1, 1)
         return (g - g0).squeeze(1)
 
 
@@ -101,6 +104,7 @@ class SPIPS(Metric):
     higher_is_better = False
     min_size = 41
     symmetric = True
+    differentiable = True
     citation = "Lao & Yu, SPIPS: combining global and local perception for image quality assessment"
 
     def __init__(self, backbone: str = "alex", *, streams: tuple[str, ...] | list[str] = STREAMS,
@@ -212,7 +216,11 @@ class SPIPS(Metric):
         """Backbone features of one batch (normalised per ``feature_norm``) plus the image itself."""
         layers: list[torch.Tensor] = []
         if self.trunk is not None:
-            layers = list(self.trunk(x))
+            from spips_bench.zoo.lpips import parameter_dtype
+
+            # The trunk runs in its own dtype (float32, or what .half() / .bfloat16() made of it); the
+            # features are normalised and compared in float32, where half precision would overflow.
+            layers = [f.float() for f in self.trunk(x.to(parameter_dtype(self.trunk)))]
             if self.feature_norm == "unit":
                 layers = [unit_normalize(f) for f in layers]
         return SpipsFeatures(image=x, layers=layers)

@@ -204,9 +204,10 @@ class TraditionalMaps(torch.nn.Module):
         with torch.autocast(device_type=device_type, enabled=False):
             xf, yf = x.float(), y.float()
             if self.color == "luma":
-                xf = (xf * self.luma).sum(1, keepdim=True)
-                yf = (yf * self.luma).sum(1, keepdim=True)
-            maps, _, ssim1, mse1 = ms_ssim_scale_maps(xf, yf, self.ms_scales, self.window)
+                luma = self.luma.float()  # the buffers follow .half() / .bfloat16(); the stream stays float32
+                xf = (xf * luma).sum(1, keepdim=True)
+                yf = (yf * luma).sum(1, keepdim=True)
+            maps, _, ssim1, mse1 = ms_ssim_scale_maps(xf, yf, self.ms_scales, self.window.float())
             # PSNR / P_max written as log(e + eps) / log(eps): exactly 1 where the pixels agree.
             n_psnr = (torch.log(mse1 + self.eps) / math.log(self.eps)).clamp(0.0, 1.0)
             q_psnr = 1.0 - n_psnr
