@@ -43,7 +43,7 @@ VOLATILE = ("arguments", "started", "finished", "interrupted", "failed", "durati
             "metrics.*.reason")
 #: run.json fields that name the environment; a change is printed as a note. So is every
 #: ``fingerprint.global`` entry named after a package of ``versions``.
-ENVIRONMENT = ("versions", "metrics.*.packages", "fingerprint.global.scoring_code_sha256")
+ENVIRONMENT = ("versions", "metrics.*.packages", "fingerprint.global.scoring_code_sha256", "fingerprint.data")
 #: At most this many differences are listed per file.
 MAX_LISTED = 20
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class SpipsBenchError(Exception):
     """Base class: the CLI prints these as one-line errors without a traceback."""
@@ -49,3 +51,13 @@ class StoreWriteError(SpipsBenchError, OSError):
 
 class DeviceError(SpipsBenchError, ValueError):
     """A ``--device`` that is not a device name, or names a device this machine does not have."""
+
+
+def write_failure_fix(exc: OSError, other: str) -> str:
+    """What to do about a local write that failed with ``exc``: the disk, the permissions, or ``other``
+    (the option that picks another place, e.g. ``"--out"``)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"the disk is full: free some space (or choose another {other})"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"the folder is read-only or not writable: make it writable (or choose another {other})"
+    return f"check the disk and the folder's permissions (or choose another {other})"

@@ -44,7 +44,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from spips_bench.errors import DatasetError, RunConfigError, StoreWriteError
+from spips_bench.errors import DatasetError, RunConfigError, StoreWriteError, write_failure_fix
 
 #: Score columns per kind of judgment.
 SCORE_COLUMNS: dict[str, tuple[str, ...]] = {"2afc": ("d0", "d1"), "jnd": ("d",)}
@@ -66,16 +66,9 @@ _UNSAFE_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
 
 def write_failure(path: Path, exc: OSError) -> StoreWriteError:
     """The error for a store file that cannot be written: the file, the system's reason and the way out."""
-    reason = exc.strerror or str(exc)
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        fix = "free some disk space (or choose another --out)"
-    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        fix = "make the folder writable (or choose another --out)"
-    else:
-        fix = "fix the folder (or choose another --out)"
     return StoreWriteError(
-        f"{path}: cannot write ({reason}); {fix}, then rerun the same command: everything stored "
-        "before is intact and the run resumes from it."
+        f"{path}: cannot write ({exc.strerror or exc}); {write_failure_fix(exc, '--out')}, then rerun the "
+        "same command: everything stored before is intact and the run resumes from it."
     )
 
 

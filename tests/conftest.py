@@ -23,3 +23,24 @@ def _torch_threads() -> None:
     import torch
 
     torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache folder holding the demo set, generated once per test run and shared by every test file."""
+    from spips_bench.data.demo import DEMO_VERSION, ensure_demo
+
+    cache = tmp_path_factory.getbasetemp() / "spips-bench-cache"
+    ensure_demo(cache / f"demo-v{DEMO_VERSION}")
+    return cache
+
+
+@pytest.fixture
+def demo(demo_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The demo set's root, with the environment pointing at the shared cache and at no BAPPS tree."""
+    from spips_bench.data.demo import default_demo_root
+
+    monkeypatch.setenv("SPIPS_BENCH_CACHE", str(demo_cache))
+    monkeypatch.delenv("SPIPS_BENCH_BAPPS", raising=False)
+    monkeypatch.delenv("SPIPS_BENCH_DATA", raising=False)
+    return default_demo_root()

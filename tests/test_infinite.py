@@ -25,15 +25,6 @@ N = 20  # samples per category
 IDENTICAL = (0, 5, 10, 15)  # the samples made identical: 2AFC p0 := ref, JND p1 := p0
 
 
-@pytest.fixture(scope="session")
-def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from spips_bench.data.demo import DEMO_VERSION, ensure_demo
-
-    cache = tmp_path_factory.getbasetemp() / "spips-bench-cache"
-    ensure_demo(cache / f"demo-v{DEMO_VERSION}")
-    return cache
-
-
 @pytest.fixture
 def identical(demo_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A BAPPS root (2AFC and JND val cnn, N samples each) where the IDENTICAL samples are identical pairs."""

@@ -17,25 +17,6 @@ from spips_bench.evaluate import RunConfig, run_benchmark
 N = 6  # samples per category: enough for a table, cheap to score with psnr
 
 
-@pytest.fixture(scope="session")
-def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from spips_bench.data.demo import DEMO_VERSION, ensure_demo
-
-    cache = tmp_path_factory.getbasetemp() / "spips-bench-cache"
-    ensure_demo(cache / f"demo-v{DEMO_VERSION}")  # the same cache folder as the runner tests use
-    return cache
-
-
-@pytest.fixture
-def demo(demo_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    from spips_bench.data.demo import default_demo_root
-
-    monkeypatch.setenv("SPIPS_BENCH_CACHE", str(demo_cache))
-    monkeypatch.delenv("SPIPS_BENCH_BAPPS", raising=False)
-    monkeypatch.delenv("SPIPS_BENCH_DATA", raising=False)
-    return default_demo_root()
-
-
 def _tree(demo: Path, root: Path, pairs: list[tuple[str, str]]) -> Path:
     """A BAPPS root holding the first N samples of the demo set's ``(kind, category)`` folders only."""
     for kind, category in pairs:

@@ -42,23 +42,6 @@ BATCH = 4
 # -- data -------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from spips_bench.data.demo import DEMO_VERSION, ensure_demo
-
-    cache = tmp_path_factory.getbasetemp() / "spips-bench-cache"
-    ensure_demo(cache / f"demo-v{DEMO_VERSION}")  # the same cache folder as the runner tests use
-    return cache
-
-
-@pytest.fixture
-def demo(demo_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    from spips_bench.data.demo import default_demo_root
-
-    monkeypatch.setenv("SPIPS_BENCH_CACHE", str(demo_cache))
-    return default_demo_root()
-
-
 @pytest.fixture
 def bapps(demo: Path, tmp_path: Path) -> Path:
     """A BAPPS root with the first N samples of the demo's 2AFC val cnn and JND val cnn, to be damaged."""
@@ -422,8 +405,8 @@ def test_full_disk_mid_run(bapps: Path, tmp_path: Path, monkeypatch: pytest.Monk
         return real_mkstemp(*args, **kwargs)
 
     monkeypatch.setattr(store_module.tempfile, "mkstemp", full_after_first_chunk)
-    with pytest.raises(StoreWriteError, match=r"psnr\.csv: cannot write \(No space left on device\); free "
-                                              r"some disk space.*rerun the same command"):
+    with pytest.raises(StoreWriteError, match=r"psnr\.csv: cannot write \(No space left on device\); the "
+                                              r"disk is full: free some space.*rerun the same command"):
         run_benchmark(_config(bapps, out, flush_every=1))
     # The first chunk is intact (scores and judgments of 4 samples), and no temporary file is left.
     assert sorted(read_table(out / "scores" / "2afc" / "cnn" / "psnr.csv", ("d0", "d1"))) == _names(4)
@@ -457,7 +440,7 @@ def test_output_folder_not_writable(bapps: Path, tmp_path: Path, monkeypatch: py
         out.chmod(0o555)
     assert _cli(bapps, out) == 2
     err = capsys.readouterr().err
-    assert f"{out / '.lock'}: cannot write (Permission denied); make the folder writable" in err
+    assert f"{out / '.lock'}: cannot write (Permission denied); the folder is read-only or not writable: make it writable" in err
     assert "Traceback" not in err
     assert sorted(p.name for p in out.iterdir()) == []
 

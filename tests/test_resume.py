@@ -48,23 +48,6 @@ def zoo(monkeypatch: pytest.MonkeyPatch) -> registry.Registry:
     return reg
 
 
-@pytest.fixture(scope="session")
-def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from spips_bench.data.demo import DEMO_VERSION, ensure_demo
-
-    cache = tmp_path_factory.getbasetemp() / "spips-bench-cache"
-    ensure_demo(cache / f"demo-v{DEMO_VERSION}")
-    return cache
-
-
-@pytest.fixture
-def demo(demo_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    from spips_bench.data.demo import default_demo_root
-
-    monkeypatch.setenv("SPIPS_BENCH_CACHE", str(demo_cache))
-    return default_demo_root()
-
-
 def _args(out: Path, metrics: str) -> list[str]:
     return ["run", "--metrics", metrics, "--dataset", "demo", "--categories", "cnn", "--out", str(out),
             "--workers", "0", "--batch-size", "16", "--bootstrap", "10", "--no-progress"]

@@ -102,23 +102,6 @@ def zoo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> registry.Registry:
     return reg
 
 
-@pytest.fixture(scope="session")
-def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from spips_bench.data.demo import DEMO_VERSION, ensure_demo
-
-    cache = tmp_path_factory.getbasetemp() / "spips-bench-cache"
-    ensure_demo(cache / f"demo-v{DEMO_VERSION}")  # generated once per test run, shared by the test files
-    return cache
-
-
-@pytest.fixture
-def demo(demo_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    from spips_bench.data.demo import default_demo_root
-
-    monkeypatch.setenv("SPIPS_BENCH_CACHE", str(demo_cache))
-    return default_demo_root()
-
-
 def _config(out: Path, metrics: list[str], **kw: Any) -> RunConfig:
     base: dict[str, Any] = {"dataset": "demo", "categories": ["cnn"], "out": out, "workers": 0,
                             "bootstrap": 20, "progress": False, "batch_size": 16}

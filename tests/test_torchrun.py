@@ -14,15 +14,6 @@ import pytest
 from spips_bench.evaluate import RunConfig, run_benchmark
 
 
-@pytest.fixture(scope="session")
-def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from spips_bench.data.demo import DEMO_VERSION, ensure_demo
-
-    cache = tmp_path_factory.getbasetemp() / "spips-bench-cache"
-    ensure_demo(cache / f"demo-v{DEMO_VERSION}")  # the same folder as tests/test_run.py: built once
-    return cache
-
-
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

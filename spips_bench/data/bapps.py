@@ -32,6 +32,7 @@ from torch.utils.data import Dataset
 
 from spips_bench.errors import DatasetError, ImageReadError
 from spips_bench.imageio import read_image
+from spips_bench.store import sample_problem
 
 TWO_AFC_CATEGORIES: dict[str, tuple[str, ...]] = {
     "train": ("traditional", "cnn", "mix"),
@@ -148,15 +149,35 @@ def category_listing(folder: str | os.PathLike[str]) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     base = Path(folder)
     with os.scandir(base) as parts:
-        part_names = sorted(e.name for e in parts if e.is_dir() and not e.name.startswith("."))
+        part_names = sorted(e.name for e in parts if not e.name.startswith(".") and _is_dir(e, base))
     for part in part_names:
         with os.scandir(base / part) as it:
             for entry in it:
-                if entry.name.startswith(".") or not entry.is_file():
+                if entry.name.startswith(".") or not _is_file(entry, base / part):
                     continue
                 stem = os.path.splitext(entry.name)[0]
                 out.append((stem, f"{part}/{entry.name} {entry.stat().st_size}"))
     return sorted(out)
+
+
+def _entry_kind(entry: os.DirEntry[str], folder: Path, test: str) -> bool:
+    """``entry.is_file()`` or ``entry.is_dir()``; a link that loops or an entry that cannot be read is an
+    error naming it (``DirEntry`` raises ``OSError`` for those)."""
+    try:
+        return bool(getattr(entry, test)())
+    except OSError as exc:
+        raise DatasetError(
+            f"{folder / entry.name}: cannot be read as a file or folder ({exc.strerror or exc}); a symbolic "
+            "link that points to itself or to a missing place does this: remove or repair it."
+        ) from exc
+
+
+def _is_file(entry: os.DirEntry[str], folder: Path) -> bool:
+    return _entry_kind(entry, folder, "is_file")
+
+
+def _is_dir(entry: os.DirEntry[str], folder: Path) -> bool:
+    return _entry_kind(entry, folder, "is_dir")
 
 
 def _list_folder(folder: Path, suffixes: frozenset[str]) -> dict[str, str]:
@@ -170,9 +191,15 @@ def _list_folder(folder: Path, suffixes: frozenset[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     with os.scandir(folder) as it:
         for entry in it:
-            if entry.name.startswith(".") or not entry.is_file():
+            if entry.name.startswith(".") or not _is_file(entry, folder):
                 continue
             stem, suffix = os.path.splitext(entry.name)
+            problem = sample_problem(stem)
+            if problem is not None:
+                raise DatasetError(
+                    f"{str(folder / entry.name)!r}: this file name cannot name a sample ({problem}); BAPPS names "
+                    "its files 000000.png, 000001.png, ...: rename or remove it."
+                )
             if suffix.lower() not in suffixes:
                 raise DatasetError(
                     f"{folder / entry.name}: unexpected file in a BAPPS folder (expected "

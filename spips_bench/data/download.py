@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from spips_bench.errors import DownloadError, UnsafeArchiveError
+from spips_bench.errors import DownloadError, UnsafeArchiveError, write_failure_fix
 from spips_bench.weights import sha256_file
 
 DEFAULT_URL_BASE = "https://perceptual-similarity.s3.us-west-2.amazonaws.com/dataset/"
@@ -351,15 +351,9 @@ def _write_error(exc: OSError, path: Path, kept: str) -> DownloadError:
 
     Such a failure is never retried as if it were the network's, and never blamed on the archive.
     """
-    reason = exc.strerror or str(exc)
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        fix = "the disk is full: free some space (or pass another --root)"
-    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        fix = "the folder is read-only or not writable: make it writable (or pass another --root)"
-    else:
-        fix = "check the disk and the folder's permissions (or pass another --root)"
     tail = f" {kept}" if kept else ""
-    return DownloadError(f"{path}: cannot write ({reason}); {fix}, then run the same command again.{tail}")
+    return DownloadError(f"{path}: cannot write ({exc.strerror or exc}); {write_failure_fix(exc, '--root')}, "
+                         f"then run the same command again.{tail}")
 
 
 _LOCAL_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS})
