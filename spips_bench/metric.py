@@ -1,18 +1,34 @@
 """The metric contract shared by every metric of the zoo.
 
 A metric is a ``torch.nn.Module`` called as ``metric(dist, ref)`` on two float tensors ``(N, 3, H, W)``
-in [0, 1] (RGB), returning a ``(N,)`` tensor: one score per pair, never reduced. The class attributes
-below are the metadata that the runner, the tables and ``spips-bench list`` read; nothing downstream
-looks at a metric's name to decide what to do.
+in [0, 1] (RGB), returning a ``(N,)`` tensor: one score per pair, never reduced.
+
+Metadata (name, direction, minimum size, symmetry, weight files, trained, citation, differentiable) is
+what the runner, the tables and ``spips-bench list`` read; nothing downstream looks at a metric's name to
+decide what to do. Each metric states it once:
+
+* a built-in metric in its card (``spips_bench/cards/*.toml``), which the registry reads without
+  importing any model; its class declares none of it;
+* a plugin class (or one registered at runtime) in its class attributes ``name``, ``higher_is_better``,
+  ``min_size``, ``symmetric``, ``weights``, ``trained``, ``citation``, ``differentiable``, which the
+  registry reads into a :class:`~spips_bench.registry.MetricSpec`.
+
+An instance reports its metadata as :attr:`Metric.spec`: the card of the variant its options select
+(:func:`spips_bench.registry.spec_of`), updated by :meth:`Metric.variant`, the one hook for values that
+an instance's options or state change (a minimum size that depends on an option, ``trained`` after a
+checkpoint is loaded). The attributes ``metric.name``, ``metric.min_size``, ... read :attr:`Metric.spec`.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from spips_bench.validation import validate_pair
+
+if TYPE_CHECKING:
+    from spips_bench.registry import MetricSpec
 
 
 class Metric(torch.nn.Module):
@@ -20,6 +36,9 @@ class Metric(torch.nn.Module):
 
     Subclasses implement :meth:`score` (no validation needed there) and, when a metric can reuse work
     across the pairs of a 2AFC triplet, :meth:`features` and :meth:`compare`.
+
+    Metadata, read from :attr:`spec` (module docstring; a plugin class's own attributes of the same
+    names take precedence, being its declaration):
 
     Attributes:
         name: the registry name.
@@ -29,15 +48,59 @@ class Metric(torch.nn.Module):
         weights: names of the weight files (see :mod:`spips_bench.weights`) the metric loads.
         trained: ``False`` for a learned metric running without trained parameters; reported in tables.
         citation: the reference, as a short string with a DOI or arXiv id.
+        differentiable: whether the score has real gradients with respect to the images.
     """
 
-    name: ClassVar[str] = ""
-    higher_is_better: ClassVar[bool] = False
-    min_size: ClassVar[int] = 1
-    symmetric: ClassVar[bool] = True
-    weights: tuple[str, ...] = ()
-    trained: bool = True
-    citation: ClassVar[str] = ""
+    # -- metadata: one source per metric (module docstring) ------------------------------------------
+
+    @property
+    def spec(self) -> MetricSpec:
+        """This instance's metadata: its card (or its class's declaration), updated by :meth:`variant`."""
+        from spips_bench.registry import spec_of
+
+        return spec_of(self)
+
+    def variant(self) -> dict[str, Any]:
+        """The metadata that this instance's options or state change, as :class:`MetricSpec` fields.
+
+        The one hook for instance-dependent metadata: e.g. ``{"min_size": 48}`` for an option that needs
+        larger images, ``{"trained": True}`` once a checkpoint is loaded, ``{"differentiable": False}``
+        for an option that rounds. The values must equal the card's at the card's options (a test
+        checks every card). The default, ``{}``, keeps the card or the class declaration.
+        """
+        return {}
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.spec.higher_is_better
+
+    @property
+    def min_size(self) -> int:
+        return self.spec.min_size
+
+    @property
+    def symmetric(self) -> bool:
+        return self.spec.symmetric
+
+    @property
+    def weights(self) -> tuple[str, ...]:
+        return self.spec.weights
+
+    @property
+    def trained(self) -> bool:
+        return self.spec.trained
+
+    @property
+    def citation(self) -> str:
+        return self.spec.citation
+
+    @property
+    def differentiable(self) -> bool:
+        return self.spec.differentiable
 
     def forward(self, dist: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         """Score ``dist`` against ``ref``; both ``(N, 3, H, W)`` in [0, 1]. Returns ``(N,)``."""

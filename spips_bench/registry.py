@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import sys
 import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -245,30 +246,98 @@ def _key(name: str) -> str:
     return name.strip().lower().replace("_", "-")
 
 
+def _declared(cls: type, attr: str, default: Any) -> Any:
+    """The value of class attribute ``attr`` as ``cls`` declares it, or ``default`` where only the metric
+    contract's property (which reads the spec being built) stands there."""
+    for klass in cls.__mro__:
+        if attr in klass.__dict__:
+            value = klass.__dict__[attr]
+            return default if isinstance(value, property) else value
+    return default
+
+
 def spec_from_class(cls: type, *, name: str | None = None, source: str = "builtin",
                     options: dict[str, Any] | None = None) -> MetricSpec:
-    """Build a spec from a Metric subclass's class attributes."""
-    from spips_bench.metric import Metric
+    """Build a spec from a Metric subclass's class attributes (a plugin's declaration of its metadata).
 
-    if not (isinstance(cls, type) and issubclass(cls, Metric)):
+    Raises:
+        TypeError: ``cls`` is not a subclass of :class:`spips_bench.metric.Metric`.
+        ValueError: the class declares no ``name`` and none is passed.
+    """
+    # A Metric subclass exists only once spips_bench.metric is imported; looking it up there keeps this
+    # module free of an import of the contract, which imports this module for Metric.spec.
+    contract = sys.modules.get("spips_bench.metric")
+    if contract is None or not (isinstance(cls, type) and issubclass(cls, contract.Metric)):
         raise TypeError(f"{cls!r} is not a subclass of spips_bench.metric.Metric")
-    metric_name = name or cls.name
+    metric_name = name or _declared(cls, "name", "")
     if not metric_name:
         raise ValueError(f"{cls.__qualname__} has no `name`; set the class attribute or pass name=")
     return MetricSpec(
         name=metric_name,
         target=f"{cls.__module__}:{cls.__qualname__}",
-        higher_is_better=bool(cls.higher_is_better),
-        min_size=int(cls.min_size),
-        symmetric=bool(cls.symmetric),
-        weights=tuple(cls.weights),
+        higher_is_better=bool(_declared(cls, "higher_is_better", False)),
+        min_size=int(_declared(cls, "min_size", 1)),
+        symmetric=bool(_declared(cls, "symmetric", True)),
+        weights=tuple(_declared(cls, "weights", ())),
         options=dict(options or {}),
-        citation=cls.citation,
+        citation=str(_declared(cls, "citation", "")),
         description=(cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "",
-        trained=bool(cls.trained),
-        differentiable=bool(getattr(cls, "differentiable", False)),
+        trained=bool(_declared(cls, "trained", True)),
+        differentiable=bool(_declared(cls, "differentiable", False)),
         source=source,
     )
+
+
+def _canonical(value: Any) -> Any:
+    """Option values as compared when matching an instance to a card (a TOML list equals a tuple)."""
+    return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
+def _class_card(metric: Any) -> MetricSpec:
+    """The registered spec that describes ``metric``'s class and the variant its options select.
+
+    A class with one card (or a plugin class, registered or not) has one spec. A class behind several
+    cards (``MSSSIM`` behind ``ms-ssim`` and ``ms-ssim-wtd-sum``) is matched on the *selecting* options,
+    those whose value (the card's, else the constructor's default) differs between its cards; the
+    instance holds each option as an attribute of the same name. Options that select no card give the
+    nearest card, renamed ``card[option=value, ...]`` after what differs.
+    """
+    import inspect
+
+    cls = type(metric)
+    target = f"{cls.__module__}:{cls.__qualname__}"
+    cards = [s for s in REGISTRY.specs() if s.target == target]
+    if not cards:
+        return spec_from_class(cls, source="runtime")
+    if len(cards) == 1:
+        return cards[0]
+    defaults = {k: p.default for k, p in inspect.signature(cls).parameters.items() if p.default is not p.empty}
+
+    def card_value(spec: MetricSpec, key: str) -> Any:
+        return _canonical(spec.options.get(key, defaults.get(key)))
+
+    keys = sorted({k for s in cards for k in s.options})
+    selecting = [k for k in keys if len({repr(card_value(s, k)) for s in cards}) > 1]
+    mine = {k: _canonical(getattr(metric, k, defaults.get(k))) for k in selecting}
+    agree = [sum(card_value(s, k) == mine[k] for k in selecting) for s in cards]
+    best = cards[agree.index(max(agree))]
+    if max(agree) == len(selecting):
+        return best
+    differs = ", ".join(f"{k}={mine[k]!r}" for k in selecting if card_value(best, k) != mine[k])
+    return replace(best, name=f"{best.name}[{differs}]", aliases=())
+
+
+def spec_of(metric: Any) -> MetricSpec:
+    """The metadata of a metric instance: its card (:func:`_class_card`), updated by ``metric.variant()``.
+
+    This is what :attr:`spips_bench.metric.Metric.spec` returns; the card is found once per instance.
+    """
+    card = metric.__dict__.get("_card_spec")
+    if card is None:
+        card = _class_card(metric)
+        metric.__dict__["_card_spec"] = card
+    changes = metric.variant()
+    return replace(card, **changes) if changes else card
 
 
 def _specs_from_plugin(obj: Any, ep_name: str, dist: str) -> list[MetricSpec]:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from spips_bench import settings
 from spips_bench.errors import WeightsIntegrityError, WeightsUnavailableError
+from spips_bench.io import replace_durably, sha256_file
 
 if TYPE_CHECKING:
     import torch
@@ -191,28 +192,6 @@ def is_present(name: str) -> bool:
     return locate(name) is not None
 
 
-# -- hashing -----------------------------------------------------------------------------------------
-
-_HASH_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """The SHA-256 of a file as 64 lower-case hex digits; cached per (path, size, mtime) in this process."""
-    p = Path(path).resolve()
-    st = p.stat()
-    key = (str(p), st.st_size, st.st_mtime_ns)
-    cached = _HASH_CACHE.get(key)
-    if cached is not None:
-        return cached
-    h = hashlib.sha256()
-    with p.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    digest = h.hexdigest()
-    _HASH_CACHE[key] = digest
-    return digest
-
-
 def verify(name: str, path: str | os.PathLike[str]) -> Path:
     """Check that ``path`` is a copy of weight file ``name``; raise :class:`WeightsIntegrityError` if not."""
     wf = _get(name)
@@ -360,7 +339,7 @@ def download(name: str, *, dest_dir: str | os.PathLike[str] | None = None, progr
             f"download of {src} for weight file {name!r} has SHA-256 {digest}, expected {wf.sha256}; "
             "nothing was saved. Retry later, or fetch the file by hand and check its SHA-256."
         )
-    os.replace(part, final)
+    replace_durably(part, final)
     return final
 
 

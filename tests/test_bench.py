@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from spips_bench.bench import BenchConfig, make_images, peak_memory
-from spips_bench.bench_peers import max_abs_diff, naive_ms_ssim, naive_ssim
-from spips_bench.bench_report import CSV_COLUMNS
-from spips_bench.bench_system import conv_flops
 from spips_bench.cli import build_parser, main
+from spips_bench.perf.common import BenchConfig, make_images, peak_memory
+from spips_bench.perf.peers import max_abs_diff, naive_ms_ssim, naive_ssim
+from spips_bench.perf.report import CSV_COLUMNS
+from spips_bench.perf.system import conv_flops
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_quick_bench_markdown(quick_report: Path) -> None:
 
 
 def test_lpips_peer_has_our_weights_and_scores() -> None:
-    from spips_bench.bench_peers import lpips_peer
+    from spips_bench.perf.peers import lpips_peer
     from spips_bench.zoo.lpips import LPIPS
 
     ours = LPIPS(net="alex", pretrained=False, offline=True).eval()

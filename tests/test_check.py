@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from spips_bench.check import SUMMARY_TOLERANCE, compare_summary, compare_text, numbers_agree
 from spips_bench.cli import main
+from spips_bench.report.check import SUMMARY_TOLERANCE, compare_summary, compare_text, numbers_agree
 
 REPORTS = ("run.json", "summary.csv", "tables.md", "tables.tex")
 

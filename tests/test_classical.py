@@ -171,7 +171,7 @@ def test_symmetric_metrics_are_symmetric(metric) -> None:
 def test_vifp_is_not_symmetric() -> None:
     x = _structured(1, 64, seed=6)
     y = _noisy(x, 0.1, seed=7)
-    assert not VIFp.symmetric
+    assert not VIFp().symmetric
     assert abs(VIFp()(x, y).item() - VIFp()(y, x).item()) > 1e-3
 
 
@@ -321,21 +321,22 @@ def test_vifp_matches_piq_on_rgb() -> None:
 
 # -- metadata and errors ---------------------------------------------------------------------------
 
-def test_cards_match_class_metadata() -> None:
+def test_instances_report_their_card() -> None:
     tables = tomllib.loads(CARDS.read_text(encoding="utf-8"))
     specs = {s.name: s for s in load_cards() if s.name in tables}
     assert set(specs) == {"psnr", "ssim", "ms-ssim", "ms-ssim-wtd-sum", "vif", "vifp"}
     for name, spec in specs.items():
-        cls = spec.load_class()
-        assert cls.name == name.removesuffix("-wtd-sum")
-        assert (spec.higher_is_better, spec.min_size, spec.symmetric, spec.citation) == (
-            cls.higher_is_better, cls.min_size, cls.symmetric, cls.citation), name
-        assert tuple(spec.weights) == tuple(cls.weights)
         assert "differentiable" in tables[name], f"card {name!r} must say whether it is differentiable"
-        metric = cls(**spec.options)  # the card's options are valid constructor arguments
-        assert metric.name == name
-        assert metric.differentiable is spec.differentiable, name
-        assert cls.differentiable is spec.differentiable, name  # the class default is the card's
+        metric = spec.load_class()(**spec.options)  # the card's options are valid constructor arguments
+        assert metric.spec == spec, name  # the card is the instance's metadata, variant values included
+        assert (metric.name, metric.min_size, metric.citation) == (name, spec.min_size, spec.citation)
+
+
+def test_options_that_round_are_reported_not_differentiable() -> None:
+    assert PSNR().differentiable and not PSNR(color="matlab-gray").differentiable
+    assert MSSSIM(color="y", combine="weighted-sum").name == "ms-ssim-wtd-sum"  # colour selects no card
+    assert MSSSIM(color="y", combine="weighted-sum").differentiable
+    assert SSIM(color="rgb").spec.differentiable and not SSIM().spec.differentiable
 
 
 def test_min_size_is_enforced_and_sufficient() -> None:
@@ -349,7 +350,7 @@ def test_min_size_is_enforced_and_sufficient() -> None:
 
 def test_vif_min_size() -> None:
     x = _structured(1, 64, seed=25)[:, :, :49, :49]
-    assert VIF.min_size == 49
+    assert VIF().min_size == 49
     assert torch.isfinite(VIF()(x, x)).all()
     with pytest.raises(ValueError, match="minimum"):
         VIF()(x[:, :, :48, :48], x[:, :, :48, :48])
@@ -390,12 +391,12 @@ def test_rgb_to_gray_float32_path_rounds_like_float64() -> None:
 
 
 def test_large_image_filter_path_matches_band_path(monkeypatch) -> None:
-    import spips_bench.zoo.ssim as ssim_module
+    import spips_bench.zoo.filters as filters_module
 
     x = _structured(1, 48, seed=29)
     y = _noisy(x, 0.1, seed=30)
     band = ssim_maps(x, y)
-    monkeypatch.setattr(ssim_module, "_BAND_MAX", 16)  # force the convolution path
+    monkeypatch.setattr(filters_module, "BAND_MAX", 16)  # force the convolution path
     conv = ssim_maps(x, y)
     for a, b in zip(band, conv, strict=True):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=0)

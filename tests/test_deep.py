@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from spips_bench import weights
+from spips_bench.data.images import read_image
 from spips_bench.errors import WeightsIntegrityError, WeightsUnavailableError
-from spips_bench.imageio import read_image
 from spips_bench.zoo.backbones import TRUNKS, build_trunk
 from spips_bench.zoo.dists import DISTS
 from spips_bench.zoo.lpips import LPIPS
@@ -345,3 +345,4 @@ def test_cards_create_the_metrics() -> None:
         assert not spec.higher_is_better
     assert get_spec("lpips-alex").name == "lpips"
     assert get_spec("stlpips").min_size == STLPIPS("alex").min_size
+    assert STLPIPS("vgg").spec == get_spec("stlpips-vgg")  # the card is the instance's metadata

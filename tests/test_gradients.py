@@ -36,11 +36,16 @@ def _pair(n: int = 2, size: int = 64, seed: int = 0, sigma: float = 0.05) -> tup
 # -- metadata ---------------------------------------------------------------------------------------
 
 def test_every_card_states_differentiable_and_matches_its_class() -> None:
+    from spips_bench.registry import accepts_option
+
     for path in sorted(CARDS.glob("*.toml")):
         for name, table in tomllib.loads(path.read_text(encoding="utf-8")).items():
             assert isinstance(table.get("differentiable"), bool), f"{path.name}: {name} lacks differentiable"
     for spec in load_cards():
-        assert spec.load_class().differentiable is spec.differentiable, spec.name
+        # random trunks where the ImageNet weights are absent: differentiability does not depend on them
+        extra = {"pretrained": False} if spec.missing_weights() and accepts_option(spec, "pretrained") else {}
+        metric = spec.load_class()(**spec.options, **extra)
+        assert metric.differentiable is spec.differentiable, spec.name
 
 
 def test_differentiable_values_of_the_zoo() -> None:
@@ -87,6 +92,22 @@ def test_differentiable_options_give_real_gradients_silently(metric) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         metric(dist, ref.double()).sum().backward()
+    assert dist.grad is not None and torch.isfinite(dist.grad).all() and dist.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(("build", "size"), [(lambda: SSIM(color="y"), 59), (lambda: MSSSIM(color="y"), 61),
+                                             (lambda: VIF(color="y"), 67),
+                                             (lambda: SPIPS("alex", streams=("traditional",)), 71)],
+                         ids=["ssim", "ms-ssim", "vif", "spips-traditional"])
+def test_gradients_after_scoring_in_inference_mode(build, size: int) -> None:
+    # The filters cache their matrices per image size; one first built while scoring under
+    # torch.inference_mode() (as the runner scores) must still serve a loss computed afterwards.
+    metric = build()
+    dist, ref = _pair(size=size)  # a size no other test uses: the matrices are built here, in inference mode
+    with torch.inference_mode():
+        metric(dist, ref)
+    dist = dist.clone().requires_grad_(True)
+    metric(dist, ref).sum().backward()
     assert dist.grad is not None and torch.isfinite(dist.grad).all() and dist.grad.abs().sum() > 0
 
 

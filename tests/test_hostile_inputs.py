@@ -34,7 +34,7 @@ from spips_bench.errors import (
     WeightsIntegrityError,
     WeightsUnavailableError,
 )
-from spips_bench.store import read_table
+from spips_bench.run.store import read_table
 from spips_bench.weights import WEIGHTS, WeightFile
 from spips_bench.zoo.spips.checkpoint import read_checkpoint, save_checkpoint
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from spips_bench.data.images import read_image
 from spips_bench.errors import ImageReadError
-from spips_bench.imageio import read_image
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

@@ -19,7 +19,7 @@ import torch
 from spips_bench import registry
 from spips_bench.cli import main
 from spips_bench.metric import Metric
-from spips_bench.store import read_table
+from spips_bench.run.store import read_table
 
 N = 20  # samples per category
 IDENTICAL = (0, 5, 10, 15)  # the samples made identical: 2AFC p0 := ref, JND p1 := p0
@@ -137,7 +137,7 @@ class AllNaNOnJND(Metric):
 
 def test_a_metric_with_no_finite_score_on_one_category_leaves_the_others_reported(
         identical: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    import spips_bench.evaluate as evaluate
+    import spips_bench.run.runner as evaluate
 
     reg = registry.Registry()
     reg.register_class(AllNaNOnJND, source="test")

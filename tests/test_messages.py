@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from spips_bench.cli import main
-from spips_bench.devices import resolve_device
 from spips_bench.errors import DeviceError
 from spips_bench.registry import ALL_EXTRA, DISTRIBUTIONS, get_spec, list_metrics
+from spips_bench.validation import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 CALIB = Path(__file__).parent / "data" / "calibration"

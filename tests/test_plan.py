@@ -9,10 +9,13 @@ from typing import Any
 
 import pytest
 
-from spips_bench import evaluate, registry, runinfo
+from spips_bench import registry
 from spips_bench.cli import main
 from spips_bench.errors import DatasetError, RunConfigError
-from spips_bench.evaluate import RunConfig, run_benchmark
+from spips_bench.run import record as run_record
+from spips_bench.run import runner
+from spips_bench.run.config import RunConfig
+from spips_bench.run.runner import run_benchmark
 
 N = 6  # samples per category: enough for a table, cheap to score with psnr
 
@@ -44,7 +47,7 @@ def no_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a metric was built before the plan was checked against the disk")
 
-    monkeypatch.setattr(evaluate, "build_metrics", refuse)
+    monkeypatch.setattr(runner, "build_metrics", refuse)
 
 
 # -- partial trees ---------------------------------------------------------------------------------------
@@ -204,8 +207,8 @@ def test_a_changed_package_version_is_refused(package: str, demo: Path, tmp_path
                        out=tmp_path / "run", workers=0, progress=False, bootstrap=10)
     first = run_benchmark(config)
     assert first.record["fingerprint"]["global"][package] == first.record["versions"][package]
-    real = runinfo.package_versions()
-    monkeypatch.setattr(evaluate, "package_versions", lambda: {**real, package: "0.0-other"})
+    real = run_record.package_versions()
+    monkeypatch.setattr(runner, "package_versions", lambda: {**real, package: "0.0-other"})
     with pytest.raises(RunConfigError, match=rf"{package} = '{real[package]}', this run has {package} = "
                                              "'0.0-other'"):
         run_benchmark(config)
@@ -215,16 +218,18 @@ def test_a_changed_package_version_is_refused(package: str, demo: Path, tmp_path
 def test_the_packages_shipping_weights_are_in_the_metric_fingerprint() -> None:
     from importlib import metadata
 
-    assert runinfo.weight_packages(["lpips-alex", "vgg16"]) == {"lpips": metadata.version("lpips")}
-    assert "packages" in runinfo.FINGERPRINT_KEYS
+    assert run_record.weight_packages(["lpips-alex", "vgg16"]) == {"lpips": metadata.version("lpips")}
+    assert "packages" in run_record.FINGERPRINT_KEYS
 
 
 def test_the_scoring_code_covers_runner_store_registry_and_cards() -> None:
-    root = Path(runinfo.__file__).parent
-    files = {f.relative_to(root).as_posix() for f in runinfo.scoring_code_files()}
-    assert {"evaluate.py", "store.py", "registry.py", "data/bapps.py", "imageio.py", "cards/classical.toml",
-            "zoo/psnr.py"} <= files
-    assert "runinfo.py" not in files and "tables.py" not in files  # reports are rebuilt from the store
+    root = Path(run_record.__file__).parents[1]
+    files = {f.relative_to(root).as_posix() for f in run_record.scoring_code_files()}
+    assert {"run/runner.py", "run/config.py", "run/store.py", "registry.py", "data/bapps.py", "data/images.py",
+            "io.py", "validation.py", "weights.py", "metric.py", "cards/classical.toml", "zoo/psnr.py"} <= files
+    # reports are rebuilt from the store; the explanation figures never compute a stored score
+    assert not files & {"run/record.py", "run/plan.py", "report/build.py", "report/tables.py",
+                        "zoo/spips/explain.py"}
 
 
 def test_a_folder_of_the_older_run_format_is_refused_with_the_way_out(demo: Path, tmp_path: Path) -> None:
@@ -239,7 +244,7 @@ def test_a_folder_of_the_older_run_format_is_refused_with_the_way_out(demo: Path
                                              r"writes 'spips-bench-run/2'.*--overwrite.*another --out"):
         run_benchmark(config)
     config.overwrite = True
-    assert run_benchmark(config).record["format"] == runinfo.RUN_FORMAT == "spips-bench-run/2"
+    assert run_benchmark(config).record["format"] == run_record.RUN_FORMAT == "spips-bench-run/2"
 
 
 # -- minimum sizes ---------------------------------------------------------------------------------------

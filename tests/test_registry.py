@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 import spips_bench
+from spips_bench import create_metric
 from spips_bench.errors import UnknownMetricError
 from spips_bench.metric import Metric
-from spips_bench.registry import MetricSpec, Registry, load_cards
+from spips_bench.registry import MetricSpec, Registry, accepts_option, load_cards
 
 
 class _MAE(Metric):
@@ -31,13 +34,85 @@ def test_builtin_cards_load_and_names_are_unique() -> None:
     assert {"psnr", "ssim", "ms-ssim", "vif"} <= set(names)
 
 
-def test_every_card_matches_its_class_metadata() -> None:
+def _offline_options(spec: MetricSpec) -> dict[str, Any]:
+    """``pretrained=False`` where the card's ImageNet trunk is not on this machine (a random trunk)."""
+    return {"pretrained": False} if spec.missing_weights() and accepts_option(spec, "pretrained") else {}
+
+
+def _pair(size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(7)
+    ref = torch.rand(2, 3, size, size, generator=g)
+    return (ref + 0.1 * torch.randn(ref.shape, generator=g)).clamp(0, 1), ref
+
+
+def _seeded(build: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    torch.manual_seed(0)  # the same random trunk and heads for both constructions
+    return build(*args, **kwargs)
+
+
+def test_every_card_is_the_metadata_of_what_it_builds() -> None:
+    # One source of truth: the instance reads its card, and its variant() values (minimum size, weight
+    # files, trained, differentiable) equal the card's at the card's options.
+    dist, ref = _pair()
     for spec in load_cards():
         cls = spec.load_class()
         assert issubclass(cls, Metric), spec.name
-        assert cls.higher_is_better == spec.higher_is_better, spec.name
-        assert cls.symmetric == spec.symmetric, spec.name
-        assert cls.min_size <= spec.min_size or spec.options, spec.name
+        extra = _offline_options(spec)
+        made = _seeded(create_metric, spec.name, **extra)
+        direct = _seeded(cls, **spec.options, **extra)
+        assert made.name == direct.name == spec.name
+        if extra:  # the card describes the ImageNet trunk, absent here: its variant as it would be with it
+            assert not made.trained and spec.weights[0] not in made.weights, spec.name
+            made.pretrained = True
+        assert made.spec == spec, spec.name
+        with torch.inference_mode():
+            a, b = made(dist, ref), direct(dist, ref)
+            assert a.shape == b.shape == (2,) and float((a - b).abs().max()) <= 1e-7, (spec.name, a, b)
+
+
+def test_each_class_built_with_its_defaults_is_its_default_card() -> None:
+    import inspect
+
+    from spips_bench.zoo.ssim import MSSSIM
+
+    by_class: dict[str, list[MetricSpec]] = {}
+    for spec in load_cards():
+        by_class.setdefault(spec.target, []).append(spec)
+    dist, ref = _pair()
+    for target, specs in by_class.items():
+        cls = specs[0].load_class()
+        params = inspect.signature(cls).parameters
+        defaults = {k: p.default for k, p in params.items() if p.default is not p.empty}
+        default_cards = [s for s in specs if all((tuple(v) if isinstance(v, list) else v) == defaults.get(k)
+                                                 for k, v in s.options.items())]
+        assert len(default_cards) == 1, f"{target}: cards with the constructor's defaults: {default_cards}"
+        spec = default_cards[0]
+        extra = _offline_options(spec)
+        plain = _seeded(cls, **extra)
+        made = _seeded(create_metric, spec.name, **extra)
+        assert plain.spec == made.spec and plain.name == spec.name, target
+        with torch.inference_mode():
+            torch.testing.assert_close(plain(dist, ref), made(dist, ref), atol=1e-7, rtol=0)
+    assert MSSSIM().spec == spips_bench.get_spec("ms-ssim")
+
+
+def test_options_outside_every_card_name_the_nearest_card() -> None:
+    from spips_bench.zoo.spips.model import SPIPS
+    from spips_bench.zoo.ssim import MSSSIM
+
+    # colour is not an option that selects a card: the instance stays the card of its pooling
+    assert MSSSIM(color="rgb", combine="weighted-sum").name == "ms-ssim-wtd-sum"
+    odd = SPIPS("vgg", streams=("traditional", "perceptual"), pretrained=False)
+    assert odd.name == "spips-abla1[backbone='vgg']"
+    assert odd.min_size == 41 and odd.weights == () and odd.trained is False
+    assert SPIPS("vgg", streams=("perceptual", "semantic"), pretrained=False).min_size == 32
+
+
+def test_a_plugin_class_declares_its_own_metadata() -> None:
+    metric = _MAE()  # never registered: its class attributes are its metadata
+    assert (metric.name, metric.higher_is_better, metric.min_size, metric.differentiable) == (
+        "test-mae", False, 1, False)
+    assert metric.spec.target == f"{__name__}:_MAE"
 
 
 def test_unknown_name_suggests_close_matches() -> None:

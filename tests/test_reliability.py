@@ -27,13 +27,14 @@ import pytest
 import torch
 from PIL import Image
 
-import spips_bench.evaluate as evaluate_module
+import spips_bench.run.runner as evaluate_module
 from spips_bench import registry, weights
 from spips_bench.cli import main
 from spips_bench.errors import StoreWriteError
-from spips_bench.evaluate import RunConfig, run_benchmark
 from spips_bench.metric import Metric
-from spips_bench.store import read_table
+from spips_bench.run.config import RunConfig
+from spips_bench.run.runner import run_benchmark
+from spips_bench.run.store import read_table
 
 N = 12  # samples per category in the small BAPPS copies
 BATCH = 4
@@ -389,7 +390,7 @@ def _config(root: Path, out: Path, **kw: Any) -> RunConfig:
 
 def test_full_disk_mid_run(bapps: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                            capsys: pytest.CaptureFixture[str]) -> None:
-    import spips_bench.store as store_module
+    import spips_bench.io as io_module
 
     run_benchmark(_config(bapps, tmp_path / "whole"))
     out = tmp_path / "run"
@@ -404,7 +405,7 @@ def test_full_disk_mid_run(bapps: Path, tmp_path: Path, monkeypatch: pytest.Monk
                 raise OSError(errno.ENOSPC, "No space left on device")
         return real_mkstemp(*args, **kwargs)
 
-    monkeypatch.setattr(store_module.tempfile, "mkstemp", full_after_first_chunk)
+    monkeypatch.setattr(io_module.tempfile, "mkstemp", full_after_first_chunk)
     with pytest.raises(StoreWriteError, match=r"psnr\.csv: cannot write \(No space left on device\); the "
                                               r"disk is full: free some space.*rerun the same command"):
         run_benchmark(_config(bapps, out, flush_every=1))
@@ -425,7 +426,8 @@ def test_full_disk_mid_run(bapps: Path, tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_output_folder_not_writable(bapps: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                     capsys: pytest.CaptureFixture[str]) -> None:
-    import spips_bench.store as store_module
+    import spips_bench.io as io_module
+    import spips_bench.run.store as store_module
 
     out = tmp_path / "readonly" / "run"
     out.mkdir(parents=True)
@@ -435,12 +437,13 @@ def test_output_folder_not_writable(bapps: Path, tmp_path: Path, monkeypatch: py
             raise PermissionError(errno.EACCES, "Permission denied", str(args[0]) if args else "")
 
         monkeypatch.setattr(store_module, "open", denied, raising=False)
-        monkeypatch.setattr(store_module.tempfile, "mkstemp", denied)
+        monkeypatch.setattr(io_module.tempfile, "mkstemp", denied)
     else:
         out.chmod(0o555)
     assert _cli(bapps, out) == 2
     err = capsys.readouterr().err
-    assert f"{out / '.lock'}: cannot write (Permission denied); the folder is read-only or not writable: make it writable" in err
+    assert (f"{out / '.lock'}: cannot write (Permission denied); the folder is read-only or not writable: "
+            "make it writable") in err
     assert "Traceback" not in err
     assert sorted(p.name for p in out.iterdir()) == []
 
@@ -450,7 +453,7 @@ _CHILD = textwrap.dedent("""
     # for a signal: the parent then has a run that is known to be mid-way.
     import signal, sys
 
-    import spips_bench.evaluate as evaluate
+    import spips_bench.run.runner as evaluate
 
     plain = evaluate.run_benchmark
 
@@ -528,7 +531,7 @@ def test_signal_mid_run_then_rerun_equals_an_uninterrupted_run(sig: signal.Signa
 def test_stop_signal_stores_the_batches_since_the_last_flush(sig: signal.Signals, demo: Path, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGTERM/SIGHUP get SIGINT's handling: the batches scored since the last flush are stored too."""
-    from spips_bench.commands.run import StopSignal, _stop_signals
+    from spips_bench.cli.run import StopSignal, _stop_signals
 
     out = tmp_path / "run"
     config = RunConfig(metrics=["psnr"], dataset="demo", categories=["cnn"], kinds=["2afc"], out=out, workers=0,

@@ -16,9 +16,10 @@ import torch.nn.functional as F
 from spips_bench import registry
 from spips_bench.cli import main
 from spips_bench.errors import RunConfigError, WeightsUnavailableError
-from spips_bench.evaluate import RunConfig, run_benchmark
 from spips_bench.metric import Metric
-from spips_bench.store import ScoreStore, read_table
+from spips_bench.run.config import RunConfig
+from spips_bench.run.runner import run_benchmark
+from spips_bench.run.store import ScoreStore, read_table
 
 # -- metrics defined here, so each runner behaviour is tested against a known computation -------------
 
@@ -354,7 +355,7 @@ def test_amp_on_cpu_scores_in_bfloat16_and_is_part_of_the_fingerprint(zoo: regis
     ({"kinds": ["2afc", "mos"]}, "unknown kind 'mos'"),
 ])
 def test_bad_plans_are_refused_before_any_work(changes: dict[str, Any], message: str, tmp_path: Path) -> None:
-    from spips_bench.runinfo import resolve_plan
+    from spips_bench.run.plan import resolve_plan
 
     with pytest.raises(ValueError, match=message):
         resolve_plan(_config(tmp_path, ["t-pool"], **changes))

@@ -66,7 +66,7 @@ def test_offline_mode_is_a_switch_not_an_environment_write(monkeypatch: pytest.M
 
 
 def test_the_cli_offline_flag_is_scoped_to_the_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    import spips_bench.commands.score as command
+    import spips_bench.cli.score as command
 
     monkeypatch.delenv(settings.OFFLINE, raising=False)
     seen: list[bool] = []

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from spips_bench import stats
-from spips_bench.summary import (
+from spips_bench.stats import core as stats
+from spips_bench.stats.summary import (
     STATISTICS_2AFC,
     STATISTICS_JND,
     SummaryRow,

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from spips_bench.errors import DatasetError, RunConfigError
-from spips_bench.runinfo import RUN_FORMAT, check_fingerprint
-from spips_bench.store import ScoreStore, ShardWriter, format_value, read_table, write_table
+from spips_bench.run.record import RUN_FORMAT, check_fingerprint
+from spips_bench.run.store import ScoreStore, ShardWriter, format_value, read_table, write_table
 
 
 def test_values_round_trip_exactly_and_rows_are_sorted(tmp_path: Path) -> None:
@@ -222,7 +222,7 @@ def test_a_store_file_changed_after_writing_is_refused(damage: str, tmp_path: Pa
 
 def test_a_kill_between_run_json_and_the_file_leaves_a_folder_that_verifies(tmp_path: Path,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    import spips_bench.store as store_module
+    import spips_bench.run.store as store_module
 
     store = _stored_run(tmp_path)
     old = (tmp_path / "scores" / "2afc" / "cnn" / "psnr.csv").read_bytes()
@@ -259,7 +259,7 @@ def test_a_store_file_run_json_does_not_record_is_refused(tmp_path: Path) -> Non
 _HOLDER = """
 import fcntl, os, sys, time
 from pathlib import Path
-from spips_bench.store import ScoreStore
+from spips_bench.run.store import ScoreStore
 root, how = Path(sys.argv[1]), sys.argv[2]
 if how == "raw":  # the lock taken without writing a pid: the file still names a dead process
     f = open(root / ".lock", "a+")

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spips_bench.summary import SummaryRow, summarize_2afc
-from spips_bench.tables import PAPER_METRICS, MetricInfo, paper_values, render_tables
+from spips_bench.report.tables import PAPER_METRICS, MetricInfo, paper_values, render_tables
+from spips_bench.stats.summary import SummaryRow, summarize_2afc
 
 DATA = Path(__file__).parent / "data" / "bapps-val-judgments"
 CATEGORIES = ("traditional", "cnn", "superres", "deblur", "color", "frameinterp")

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from spips_bench.evaluate import RunConfig, run_benchmark
+from spips_bench.run.config import RunConfig
+from spips_bench.run.runner import run_benchmark
 
 
 def _free_port() -> int:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from spips_bench.errors import RunConfigError
-from spips_bench.train import Dist2Logit, TrainConfig, lr_at_epoch, train
+from spips_bench.training.lpips_protocol import Dist2Logit, TrainConfig, lr_at_epoch, train
 
 
 def _make_task(root: Path, n_train: int, n_val: int, seed: int = 0) -> Path:
@@ -97,7 +97,7 @@ def test_training_learns_what_the_data_free_model_gets_wrong(task_root: Path, tm
     torch.manual_seed(0)  # the same random trunk as the run (seeded before the metric was created)
     m = spips_bench.create_metric("spips", pretrained=False, checkpoint=res.final_checkpoint)
     assert m.trained is True and len(m.checkpoint_sha256) == 64
-    from spips_bench.train import _datasets, heldout_2afc
+    from spips_bench.training.lpips_protocol import _datasets, heldout_2afc
 
     _, heldout, _ = _datasets(_cfg(task_root))
     assert heldout_2afc(m, heldout, torch.device("cpu")) == pytest.approx(h[-1], abs=1e-6)

@@ -118,7 +118,7 @@ def test_identity_batching_and_dtypes() -> None:
 
 
 def test_min_size_and_contrast() -> None:
-    assert VIF.min_size == VIF_MIN_SIZE == 49
+    assert VIF().min_size == VIF_MIN_SIZE == 49
     x = _structured(1, 64, seed=11)
     enhanced = ((x - 0.5) * 1.3 + 0.5).clamp(0, 1)
     assert VIF()(enhanced, x).item() > 1.0  # contrast enhancement adds "information"

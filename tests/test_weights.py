@@ -191,16 +191,18 @@ def test_pickle_payload_is_refused_and_not_executed(isolated: Path, monkeypatch:
 
 
 def test_sha256_is_cached_per_path_size_and_mtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from spips_bench import io
+
     f = tmp_path / "f.bin"
     f.write_bytes(b"abc")
     expected = hashlib.sha256(b"abc").hexdigest()
-    assert weights.sha256_file(f) == expected
+    assert io.sha256_file(f) == expected
     calls = []
     real = hashlib.sha256
     monkeypatch.setattr(hashlib, "sha256", lambda *a: calls.append(1) or real(*a))
-    assert weights.sha256_file(f) == expected and not calls
+    assert io.sha256_file(f) == expected and not calls
     f.write_bytes(b"abcd")  # new size (and mtime): hashed again
-    assert weights.sha256_file(f) == hashlib.sha256(b"abcd").hexdigest()
+    assert io.sha256_file(f) == hashlib.sha256(b"abcd").hexdigest()
     assert calls
 
 

@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from spips_bench.data.images import read_image
 from spips_bench.errors import DatasetError, ImageReadError
-from spips_bench.imageio import read_image
-from spips_bench.store import sample_problem
+from spips_bench.run.store import sample_problem
 
 TWO_AFC_CATEGORIES: dict[str, tuple[str, ...]] = {
     "train": ("traditional", "cnn", "mix"),

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from spips_bench.errors import DownloadError, UnsafeArchiveError, write_failure_fix
-from spips_bench.weights import sha256_file
+from spips_bench.io import atomic_write_text, replace_durably, sha256_file
 
 DEFAULT_URL_BASE = "https://perceptual-similarity.s3.us-west-2.amazonaws.com/dataset/"
 FALLBACK_URL_BASE = "https://people.eecs.berkeley.edu/~rich.zhang/projects/2018_perceptual/dataset/"
@@ -187,7 +187,7 @@ def _fetch_one(root: Path, arch: Archive, url: str, pinned: str | None, keep: bo
         digest = sha256_file(part)
         _check_hash(root, arch.filename, part, size, digest, pinned)
         try:
-            os.replace(part, archive)
+            replace_durably(part, archive)
         except OSError as exc:
             raise _write_error(exc, archive, f"The verified download is kept as {part}.") from exc
         downloaded = True
@@ -422,13 +422,8 @@ def _record(root: Path, filename: str, url: str, size: int, digest: str) -> None
         return
     files[filename] = {"file": filename, "url": url, "size": size, "sha256": digest,
                        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
-    tmp = _manifest_path(root).with_suffix(".tmp")
-    try:
-        tmp.write_text(json.dumps({"files": files}, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, _manifest_path(root))
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise _write_error(exc, _manifest_path(root), "The extracted tree is in place.") from exc
+    atomic_write_text(_manifest_path(root), json.dumps({"files": files}, indent=1, sort_keys=True) + "\n",
+                      error=lambda path, exc: _write_error(exc, path, "The extracted tree is in place."))
 
 
 def _check_hash(root: Path, filename: str, path: Path, size: int, digest: str, pinned: str | None) -> None:

@@ -19,14 +19,21 @@ from torch.nn import functional as F
 
 from spips_bench import weights
 from spips_bench.metric import Metric
-from spips_bench.zoo.backbones import imagenet_features_state, vgg16_layers
-from spips_bench.zoo.lpips import follow_device, parameter_dtype
+from spips_bench.zoo.backbones import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TRUNKS,
+    follow_device,
+    imagenet_features_state,
+    parameter_dtype,
+    vgg16_layers,
+)
 
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
-#: Stages end after these VGG16 ``features`` indices (relu1_2, relu2_2, relu3_3, relu4_3, relu5_3).
-_TAPS = (3, 8, 15, 22, 29)
-_CHANNELS = (3, 64, 128, 256, 512, 512)
+#: Stages end after VGG16's taps (relu1_2, relu2_2, relu3_3, relu4_3, relu5_3: the ``"vgg"`` trunk's);
+#: the input itself is stage 0, with 3 channels.
+_VGG = TRUNKS["vgg"]
+_TAPS = _VGG.taps
+_CHANNELS = (3, *_VGG.channels)
 _C1 = 1e-6
 _C2 = 1e-6
 
@@ -59,13 +66,6 @@ class DISTS(Metric):
 
     mean: torch.Tensor
     std: torch.Tensor
-    name = "dists"
-    higher_is_better = False
-    symmetric = True
-    differentiable = True
-    min_size = 16
-    citation = "Ding et al., Image Quality Assessment: Unifying Structure and Texture Similarity, " \
-               "IEEE TPAMI 2020, arXiv:2004.07728"
 
     def __init__(self, *, pretrained: bool = True, offline: bool | None = None) -> None:
         """Build DISTS.
@@ -78,14 +78,14 @@ class DISTS(Metric):
         super().__init__()
         self.features_net = vgg16_layers(lambda c: (L2Pool(c),))[: _TAPS[-1] + 1].to(
             memory_format=torch.channels_last)  # the input's layout in features(): no per-call reorder
-        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.alpha = nn.Parameter(torch.empty(1, sum(_CHANNELS)), requires_grad=False)
         self.beta = nn.Parameter(torch.empty(1, sum(_CHANNELS)), requires_grad=False)
         if pretrained:
-            state = imagenet_features_state("vgg16", _Prefixed(self.features_net), offline=offline)
+            state = imagenet_features_state(_VGG.weight, _Prefixed(self.features_net), offline=offline)
             weights.load_into(self.features_net, {k[len("features."):]: v for k, v in state.items()},
-                              source="weight file 'vgg16'")
+                              source=f"weight file {_VGG.weight!r}")
         ab = weights.load_state_dict("dists", offline=offline)
         ab = weights.remap_keys(ab, {"alpha": "alpha", "beta": "beta"}, source="weight file 'dists'")
         for key in ("alpha", "beta"):
@@ -94,9 +94,12 @@ class DISTS(Metric):
                     f"weight file 'dists': {key} has {ab[key].numel()} values, expected {sum(_CHANNELS)}.")
             getattr(self, key).data.copy_(ab[key].reshape(1, -1))
         self.features_net.requires_grad_(False)
-        self.weights = (("vgg16",) if pretrained else ()) + ("dists",)
-        self.trained = pretrained
+        self.pretrained = pretrained
         self.eval()
+
+    def variant(self) -> dict[str, Any]:
+        """Without the ImageNet trunk (``pretrained=False``) only alpha/beta are loaded, untrained."""
+        return {"weights": ((_VGG.weight,) if self.pretrained else ()) + ("dists",), "trained": self.pretrained}
 
     def features(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Per stage (input first): ``(feature map, spatial mean, spatial variance)``, float32."""

@@ -22,41 +22,10 @@ from torch.nn import functional as F
 
 from spips_bench import weights
 from spips_bench.metric import Metric
-from spips_bench.zoo.backbones import Trunk, build_trunk
+from spips_bench.zoo.backbones import TRUNKS, Trunk, build_trunk, follow_device, parameter_dtype, unit_normalize
 
+#: The v0.1 linear-weight file of each trunk (the trunk's own weight file is :data:`TRUNKS`'s).
 _LIN_WEIGHTS = {"alex": "lpips-alex", "vgg": "lpips-vgg", "squeeze": "lpips-squeeze"}
-_TRUNK_WEIGHTS = {"alex": "alexnet", "vgg": "vgg16", "squeeze": "squeezenet1_1"}
-#: Smallest side (pixels) each trunk accepts: below it a pooling layer has no input left.
-MIN_SIZE = {"alex": 31, "vgg": 16, "squeeze": 17, "alex-st": 21, "vgg-st": 18}
-
-
-def unit_normalize(x: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
-    """Divide each spatial position's feature vector by its L2 norm over channels (plus ``eps``)."""
-    # one fused reduction instead of square, sum and sqrt: 3x faster on channels_last maps
-    return x / (torch.linalg.vector_norm(x, dim=1, keepdim=True) + eps)
-
-
-def follow_device(module: nn.Module, x: torch.Tensor) -> None:
-    """Move ``module`` to ``x``'s device if it lives elsewhere (metrics follow their inputs)."""
-    ref = next(iter(module.buffers()), None)
-    if ref is None:
-        ref = next(iter(module.parameters()), None)
-    if ref is not None and ref.device != x.device:
-        # outside inference mode, so that the moved weights stay usable for training afterwards
-        with torch.inference_mode(False):
-            module.to(x.device)
-
-
-def parameter_dtype(module: nn.Module) -> torch.dtype:
-    """The dtype of ``module``'s floating parameters (float32 if it has none).
-
-    It is what ``.half()``, ``.bfloat16()`` or ``.double()`` made of the module: a trunk runs in it, so
-    its input is cast to it; what follows the trunk (normalisation, differences, pooling) runs in float32.
-    """
-    for p in module.parameters():
-        if p.is_floating_point():
-            return p.dtype
-    return torch.float32
 
 
 def lin_state(state: dict[str, torch.Tensor], n_layers: int, *, source: str,
@@ -74,10 +43,6 @@ class LinearHeadDistance(Metric):
     similar. The metric follows its input's device (the module moves to it on first use), and runs under
     ``torch.autocast`` (features are normalised and compared in float32).
     """
-
-    higher_is_better = False
-    symmetric = True
-    differentiable = True
 
     def __init__(self, trunk: Trunk) -> None:
         super().__init__()
@@ -145,11 +110,6 @@ class LinearHeadDistance(Metric):
 class LPIPS(LinearHeadDistance):
     """LPIPS v0.1 (Zhang et al. 2018): ImageNet trunk + learned linear weights; lower = more similar."""
 
-    name = "lpips"
-    min_size = MIN_SIZE["alex"]
-    citation = "Zhang et al., The Unreasonable Effectiveness of Deep Features as a Perceptual Metric, " \
-               "CVPR 2018, arXiv:1801.03924"
-
     def __init__(self, net: str = "alex", *, pretrained: bool = True, offline: bool | None = None) -> None:
         """Build LPIPS.
 
@@ -167,14 +127,16 @@ class LPIPS(LinearHeadDistance):
             raise ValueError(f"LPIPS net={net!r} is not available; use one of {', '.join(_LIN_WEIGHTS)}.")
         super().__init__(build_trunk(net, pretrained=pretrained, offline=offline))
         self.net = net
-        self.name = "lpips" if net == "alex" else f"lpips-{net}"  # type: ignore[misc]
-        self.min_size = MIN_SIZE[net]  # type: ignore[misc]
-        self.weights = ((_TRUNK_WEIGHTS[net],) if pretrained else ()) + (_LIN_WEIGHTS[net],)
-        self.trained = pretrained
+        self.pretrained = pretrained
         wname = _LIN_WEIGHTS[net]
         source = f"weight file {wname!r}"
         state = weights.load_state_dict(wname, offline=offline)
         weights.load_into(self.lins, lin_state(state, len(self.trunk.channels), source=source), source=source)
+
+    def variant(self) -> dict[str, Any]:
+        """Without the ImageNet trunk (``pretrained=False``) only the linear weights are loaded, untrained."""
+        trunk = (TRUNKS[self.net].weight,) if self.pretrained else ()
+        return {"weights": (*trunk, _LIN_WEIGHTS[self.net]), "trained": self.pretrained}
 
     def extra_repr(self) -> str:
         return f"net={self.net!r}, trained={self.trained}"

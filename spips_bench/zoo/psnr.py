@@ -7,7 +7,7 @@ channels (one MSE per image, not a mean of per-channel PSNRs). On inputs in [0, 
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any
 
 import torch
 
@@ -55,20 +55,16 @@ class PSNR(Metric):
     Magazine 26(1), 2009, doi:10.1109/MSP.2008.930649.
     """
 
-    name: ClassVar[str] = "psnr"
-    higher_is_better: ClassVar[bool] = True
-    min_size: ClassVar[int] = 1
-    symmetric: ClassVar[bool] = True
-    differentiable: bool = True  # with color="matlab-gray" the 8-bit rounding makes it False
-    citation: ClassVar[str] = "Wang & Bovik, IEEE Signal Processing Magazine 2009, doi:10.1109/MSP.2008.930649"
-
     def __init__(self, color: str = "rgb", data_range: float = 1.0) -> None:
         super().__init__()
         self.color = check_color_mode(color)
         if not isinstance(data_range, (int, float)) or not data_range > 0:
             raise ValueError(f"data_range must be a positive number, got {data_range!r}.")
         self.data_range = float(data_range)
-        self.differentiable = self.color != "matlab-gray"
+
+    def variant(self) -> dict[str, Any]:
+        """With ``color="matlab-gray"`` the 8-bit rounding makes the gradient zero."""
+        return {"differentiable": self.color != "matlab-gray"}
 
     def score(self, dist: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         """``(N,)`` PSNR in dB of validated ``(N, 3, H, W)`` inputs in [0, 1]."""

@@ -4,9 +4,9 @@ Both follow the Gaussian-window formulation of Wang et al. (11x11 window, sigma 
 'valid' filtering), the same window and constants as ``piq``: where ``piq.ssim`` (with its downsampling
 off) and ``piq.multi_scale_ssim`` accept an input, the spatial means of the maps here equal them.
 
-Speed: the five local moments (x, y, x², y², xy) are filtered separably; each 1-D filter is a product
-with a banded matrix, which BLAS runs faster on CPU than a one-channel convolution (sides above 1024 px
-use grouped 1-D convolutions instead).
+Speed: the five local moments (x, y, x², y², xy) are filtered separably by
+:func:`spips_bench.zoo.filters.gaussian_filter_valid` (banded matrix products; grouped 1-D convolutions on
+sides above 1024 px). The SPIPS traditional stream computes its SSIM maps with :func:`ssim_maps` too.
 Precision: float64 inputs are computed in float64; other floating dtypes in float32 after subtracting
 each image's mean, which keeps the variance ``E[x²] - E[x]²`` free of cancellation (variances do not
 change under a common shift; the local means get the shift added back).
@@ -19,15 +19,15 @@ With five scales this is the standard definition; 64x64 BAPPS patches get three 
 
 from __future__ import annotations
 
-import functools
 import math
-from typing import ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from spips_bench.metric import Metric
 from spips_bench.zoo.color import check_color_mode, to_metric_channels
+from spips_bench.zoo.filters import gaussian_filter_valid
 from spips_bench.zoo.grad import warn_if_not_differentiable
 
 #: The exponents of the five MS-SSIM scales, finest first (Wang, Simoncelli & Bovik 2003).
@@ -35,44 +35,6 @@ MS_SSIM_WEIGHTS: tuple[float, ...] = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 #: How the per-scale means are combined: the published weighted geometric mean, or the weighted
 #: arithmetic mean (exponents normalised to sum 1) that ``msssim.m`` offers as method 'wtd_sum'.
 MS_SSIM_COMBINE: tuple[str, ...] = ("product", "weighted-sum")
-
-
-def gaussian_window_1d(kernel_size: int = 11, sigma: float = 1.5, *, dtype: torch.dtype = torch.float64,
-                       device: torch.device | str | None = None) -> torch.Tensor:
-    """The normalised 1-D Gaussian whose outer product is the 2-D SSIM window (``fspecial``/piq)."""
-    coords = torch.arange(kernel_size, dtype=torch.float64) - (kernel_size - 1) / 2.0
-    g = torch.exp(-(coords**2) / (2.0 * sigma**2))
-    return (g / g.sum()).to(dtype=dtype, device=device)
-
-
-#: Largest side (px) filtered with band matrices; beyond it their size and the products' wasted work on
-#: zeros grow too much, and a grouped 1-D convolution is used instead.
-_BAND_MAX = 1024
-
-
-def _conv_filter(t: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """'Valid' separable filtering of ``(N, C, H, W)`` with the 1-D window ``g`` by grouped convolutions."""
-    n, c, h, w = t.shape
-    k = g.numel()
-    planes = t.reshape(1, n * c, h, w)
-    out = F.conv2d(planes, g.view(1, 1, k, 1).expand(n * c, 1, k, 1), groups=n * c)
-    out = F.conv2d(out, g.view(1, 1, 1, k).expand(n * c, 1, 1, k), groups=n * c)
-    return out.reshape(n, c, h - k + 1, w - k + 1)
-
-
-@functools.lru_cache(maxsize=16)
-def _band_matrix(n: int, kernel_size: int, sigma: float, dtype: torch.dtype,
-                 device: torch.device) -> torch.Tensor:
-    """``(n - k + 1, n)`` matrix whose product with a signal is its 'valid' correlation with the window.
-
-    Filtering as a banded matrix product (``B_h @ X @ B_w.T``) runs on BLAS: on CPU it is several times
-    faster than ``conv2d`` with one input channel, and more than ten times faster in float64.
-    """
-    g = gaussian_window_1d(kernel_size, sigma, dtype=dtype, device=device)
-    m = torch.zeros(n - kernel_size + 1, n, dtype=dtype, device=device)
-    # Stride n + 1 walks the diagonal: row i gets the window at columns i .. i + k - 1.
-    m.as_strided((n - kernel_size + 1, kernel_size), (n + 1, 1)).copy_(g.expand(n - kernel_size + 1, -1))
-    return m
 
 
 def _check_window(x: torch.Tensor, y: torch.Tensor, kernel_size: int, sigma: float, data_range: float) -> None:
@@ -119,19 +81,9 @@ def ssim_maps(x: torch.Tensor, y: torch.Tensor, *, data_range: float = 1.0, kern
     # Centre each image pair on its common mean (see the module docstring: float32 cancellation).
     shift = 0.5 * (x.mean(dim=(-2, -1), keepdim=True) + y.mean(dim=(-2, -1), keepdim=True))
     xs, ys = x - shift, y - shift
-    h, w = int(x.shape[-2]), int(x.shape[-1])
-    if max(h, w) > _BAND_MAX:
-        g = gaussian_window_1d(kernel_size, sigma, dtype=cdt, device=x.device)
 
-        def filt(t: torch.Tensor) -> torch.Tensor:
-            return _conv_filter(t, g)
-    else:
-        rows = _band_matrix(h, kernel_size, float(sigma), cdt, x.device)
-        cols_t = _band_matrix(w, kernel_size, float(sigma), cdt, x.device).T
-
-        def filt(t: torch.Tensor) -> torch.Tensor:
-            # Along the contiguous width first: one large matrix product, then a batched one.
-            return rows @ (t @ cols_t)
+    def filt(t: torch.Tensor) -> torch.Tensor:
+        return gaussian_filter_valid(t, kernel_size, sigma)
 
     # Filtering each moment separately avoids copying the five into one stacked tensor.
     mu_x, mu_y = filt(xs), filt(ys)
@@ -304,13 +256,6 @@ class SSIM(Metric):
     visibility to structural similarity", IEEE TIP 13(4), 2004, doi:10.1109/TIP.2003.819861.
     """
 
-    name: ClassVar[str] = "ssim"
-    higher_is_better: ClassVar[bool] = True
-    min_size: ClassVar[int] = 11
-    symmetric: ClassVar[bool] = True
-    differentiable: bool = False  # the default color="matlab-gray" rounds to 8 bits
-    citation: ClassVar[str] = "Wang et al., IEEE TIP 2004, doi:10.1109/TIP.2003.819861"
-
     def __init__(self, color: str = "matlab-gray", downsample: bool = False, data_range: float = 1.0,
                  kernel_size: int = 11, sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03) -> None:
         super().__init__()
@@ -322,7 +267,10 @@ class SSIM(Metric):
         self.downsample = downsample
         self.options = {"data_range": float(data_range), "kernel_size": kernel_size, "sigma": float(sigma),
                         "k1": float(k1), "k2": float(k2)}
-        self.differentiable = self.color != "matlab-gray"
+
+    def variant(self) -> dict[str, Any]:
+        """The 8-bit rounding of ``color="matlab-gray"`` (the card's default) makes the gradient zero."""
+        return {"differentiable": self.color != "matlab-gray"}
 
     def score(self, dist: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         """``(N,)`` mean SSIM of validated ``(N, 3, H, W)`` inputs in [0, 1]."""
@@ -349,20 +297,13 @@ class MSSSIM(Metric):
         combine: ``"product"`` (default; the published weighted geometric mean and the default of the
             official ``msssim.m``; registered as ``ms-ssim``) or ``"weighted-sum"`` (``msssim.m``'s
             'wtd_sum' method, which reproduces the calibration values; registered as
-            ``ms-ssim-wtd-sum``, the instance's :attr:`name`).
+            ``ms-ssim-wtd-sum``, which is then the instance's :attr:`name`).
         data_range, kernel_size, sigma, k1, k2: as for :class:`SSIM`.
 
     Reference: Z. Wang, E. P. Simoncelli, A. C. Bovik, "Multiscale structural similarity for image quality
     assessment", 37th Asilomar Conference on Signals, Systems and Computers, 2003,
     doi:10.1109/ACSSC.2003.1292216.
     """
-
-    name: ClassVar[str] = "ms-ssim"
-    higher_is_better: ClassVar[bool] = True
-    min_size: ClassVar[int] = 11
-    symmetric: ClassVar[bool] = True
-    differentiable: bool = False  # the default color="matlab-gray" rounds to 8 bits
-    citation: ClassVar[str] = "Wang, Simoncelli & Bovik, Asilomar 2003, doi:10.1109/ACSSC.2003.1292216"
 
     def __init__(self, color: str = "matlab-gray", scales: int | None = None, combine: str = "product",
                  data_range: float = 1.0, kernel_size: int = 11, sigma: float = 1.5, k1: float = 0.01,
@@ -379,8 +320,10 @@ class MSSSIM(Metric):
         self.combine = combine
         self.options = {"data_range": float(data_range), "kernel_size": kernel_size, "sigma": float(sigma),
                         "k1": float(k1), "k2": float(k2)}
-        self.name = "ms-ssim" if combine == "product" else "ms-ssim-wtd-sum"  # type: ignore[misc]
-        self.differentiable = self.color != "matlab-gray"
+
+    def variant(self) -> dict[str, Any]:
+        """The 8-bit rounding of ``color="matlab-gray"`` (the cards' default) makes the gradient zero."""
+        return {"differentiable": self.color != "matlab-gray"}
 
     def score(self, dist: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         """``(N,)`` MS-SSIM of validated ``(N, 3, H, W)`` inputs in [0, 1]."""

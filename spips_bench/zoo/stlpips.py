@@ -15,18 +15,16 @@ Porting notes (against ``stlpips_pytorch`` 0.0.2 and pyiqa's ``stlpips``):
 from __future__ import annotations
 
 from spips_bench import weights
-from spips_bench.zoo.backbones import build_trunk, st_checkpoint_split
-from spips_bench.zoo.lpips import MIN_SIZE, LinearHeadDistance, lin_state
+from spips_bench.zoo.backbones import TRUNKS, build_trunk, st_checkpoint_split
+from spips_bench.zoo.lpips import LinearHeadDistance, lin_state
 
-_FILES = {"alex": "stlpips-alex", "vgg": "stlpips-vgg"}
+#: ST-LPIPS's networks: ``net`` -> its shift-tolerant trunk in :data:`TRUNKS`, whose one weight file holds
+#: trunk and linear weights.
+_TRUNK_OF = {"alex": "alex-st", "vgg": "vgg-st"}
 
 
 class STLPIPS(LinearHeadDistance):
     """ST-LPIPS (Ghildyal & Liu 2022): shift-tolerant trunk + learned linear weights; lower = more similar."""
-
-    name = "stlpips"
-    min_size = MIN_SIZE["alex-st"]
-    citation = "Ghildyal & Liu, Shift-tolerant Perceptual Similarity Metric, ECCV 2022, arXiv:2207.13686"
 
     def __init__(self, net: str = "alex", *, offline: bool | None = None) -> None:
         """Build ST-LPIPS.
@@ -41,14 +39,11 @@ class STLPIPS(LinearHeadDistance):
             WeightsUnavailableError: the checkpoint is neither installed nor downloadable.
             WeightsIntegrityError: the checkpoint is corrupt or has an unexpected layout.
         """
-        if net not in _FILES:
-            raise ValueError(f"ST-LPIPS net={net!r} is not available; use one of {', '.join(_FILES)}.")
-        super().__init__(build_trunk(f"{net}-st", pretrained=False))
+        if net not in _TRUNK_OF:
+            raise ValueError(f"ST-LPIPS net={net!r} is not available; use one of {', '.join(_TRUNK_OF)}.")
+        super().__init__(build_trunk(_TRUNK_OF[net], pretrained=False))
         self.net = net
-        self.name = "stlpips" if net == "alex" else f"stlpips-{net}"  # type: ignore[misc]
-        self.min_size = MIN_SIZE[f"{net}-st"]  # type: ignore[misc]
-        wname = _FILES[net]
-        self.weights = (wname,)
+        wname = TRUNKS[_TRUNK_OF[net]].weight
         source = f"weight file {wname!r}"
         # one file holds trunk and linear weights: read it once, split it strictly
         state = weights.load_state_dict(wname, offline=offline)

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -107,7 +107,12 @@ def _sp5_factors() -> dict[str, tuple[tuple[torch.Tensor, torch.Tensor], ...]]:
     except ImportError as exc:  # a core dependency, but a broken environment deserves a clear message
         raise ImportError("the wavelet-domain VIF reads its steerable-pyramid filters from pyrtools; "
                           "install it with `pip install pyrtools`.") from exc
-    filters = pyrtools.steerable_filters("sp5_filters")
+    with torch.inference_mode(False):  # cached: usable by autograd also when first built while scoring
+        return _sp5_svd_terms(pyrtools.steerable_filters("sp5_filters"))
+
+
+def _sp5_svd_terms(filters: dict) -> dict[str, tuple[tuple[torch.Tensor, torch.Tensor], ...]]:
+    """The rank-1 terms of the ``sp5`` filters that VIF uses (see :func:`_sp5_factors`)."""
     bfilts = torch.as_tensor(filters["bfilts"], dtype=torch.float64)
     size = math.isqrt(bfilts.shape[0])
     named = {"lo0": torch.as_tensor(filters["lo0filt"], dtype=torch.float64),
@@ -142,21 +147,24 @@ def _build_corr_matrix(taps: tuple[float, ...], n: int, step: int, start: int, d
 
     Output ``i`` is the correlation with ``taps`` centred on sample ``start + step * i`` (taps of odd
     length ``k``, origin ``k // 2``); samples past a border are mirrored about the edge sample without
-    repeating it (``reflect1``). ``n_out = (n - 1 - start) // step + 1``.
+    repeating it (``reflect1``). ``n_out = (n - 1 - start) // step + 1``. Built outside inference mode, so
+    that a cached matrix first made while scoring under ``torch.inference_mode()`` still serves a
+    computation that autograd records.
     """
     k = len(taps)
     p = k // 2
     if p > n - 1:
         raise ValueError(f"a {k}-tap filter does not fit a side of {n} samples with reflect1 borders.")
-    pos = torch.arange(-p, n + p).abs()
-    pos = torch.where(pos > n - 1, 2 * (n - 1) - pos, pos)  # padded index -> image index
-    n_out = (n - 1 - start) // step + 1
-    rows = torch.arange(n_out)
-    m = torch.zeros(n_out, n, dtype=torch.float64)
-    for j, t in enumerate(taps):
-        m.index_put_((rows, pos[start + step * rows + j]), torch.full((n_out,), t, dtype=torch.float64),
-                     accumulate=True)
-    return m.to(device)
+    with torch.inference_mode(False):
+        pos = torch.arange(-p, n + p).abs()
+        pos = torch.where(pos > n - 1, 2 * (n - 1) - pos, pos)  # padded index -> image index
+        n_out = (n - 1 - start) // step + 1
+        rows = torch.arange(n_out)
+        m = torch.zeros(n_out, n, dtype=torch.float64)
+        for j, t in enumerate(taps):
+            m.index_put_((rows, pos[start + step * rows + j]), torch.full((n_out,), t, dtype=torch.float64),
+                         accumulate=True)
+        return m.to(device)
 
 
 _cached_corr_matrix = functools.lru_cache(maxsize=256)(_build_corr_matrix)
@@ -314,17 +322,13 @@ class VIF(Metric):
     doi:10.1109/TIP.2005.859378.
     """
 
-    name: ClassVar[str] = "vif"
-    higher_is_better: ClassVar[bool] = True
-    min_size: ClassVar[int] = VIF_MIN_SIZE
-    symmetric: ClassVar[bool] = False
-    differentiable: bool = False
-    citation: ClassVar[str] = "Sheikh & Bovik, IEEE TIP 2006, doi:10.1109/TIP.2005.859378"
-
     def __init__(self, color: str = "matlab-gray") -> None:
         super().__init__()
         self.color = check_color_mode(color, GRAY_MODES)
-        self.differentiable = self.color != "matlab-gray"
+
+    def variant(self) -> dict[str, Any]:
+        """The 8-bit rounding of ``color="matlab-gray"`` (the card's default) makes the gradient zero."""
+        return {"differentiable": self.color != "matlab-gray"}
 
     def score(self, dist: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         """``(N,)`` VIF of validated ``(N, 3, H, W)`` inputs in [0, 1]."""
@@ -358,20 +362,16 @@ class VIFp(Metric):
     doi:10.1109/TIP.2005.859378 (pixel-domain variant).
     """
 
-    name: ClassVar[str] = "vifp"
-    higher_is_better: ClassVar[bool] = True
-    min_size: ClassVar[int] = 41  # piq's requirement: the 17-px window at the finest of four scales
-    symmetric: ClassVar[bool] = False
-    differentiable: bool = True
-    citation: ClassVar[str] = "Sheikh & Bovik, IEEE TIP 2006, doi:10.1109/TIP.2005.859378"
-
     def __init__(self, color: str = "y", sigma_n_sq: float = 2.0) -> None:
         super().__init__()
         self.color = check_color_mode(color, GRAY_MODES)
         if not isinstance(sigma_n_sq, (int, float)) or not sigma_n_sq > 0:
             raise ValueError(f"sigma_n_sq must be a positive number, got {sigma_n_sq!r}.")
         self.sigma_n_sq = float(sigma_n_sq)
-        self.differentiable = self.color != "matlab-gray"
+
+    def variant(self) -> dict[str, Any]:
+        """With ``color="matlab-gray"`` the 8-bit rounding makes the gradient zero."""
+        return {"differentiable": self.color != "matlab-gray"}
 
     def score(self, dist: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         """``(N,)`` VIFp of validated ``(N, 3, H, W)`` inputs in [0, 1]."""

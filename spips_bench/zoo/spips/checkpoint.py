@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from spips_bench.errors import WeightsIntegrityError, WeightsUnavailableError
+from spips_bench.io import atomic_path
 from spips_bench.weights import check_tensors
 
 FORMAT = "spips-heads/1"
@@ -36,16 +37,14 @@ def _is_safetensors(head: bytes, size: int) -> bool:
 
 def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, torch.Tensor],
                     config: Mapping[str, Any], extra: Mapping[str, str] | None = None) -> Path:
-    """Write ``state`` and ``config`` as a safetensors checkpoint (atomically: temp file, then rename)."""
+    """Write ``state`` and ``config`` as a safetensors checkpoint (atomically: :func:`spips_bench.io.atomic_path`)."""
     from safetensors.torch import save_file
 
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT, "config": json.dumps(dict(config), sort_keys=True)}
     meta.update(extra or {})
-    tmp = p.with_name(p.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp), metadata=meta)
-    os.replace(tmp, p)
+    with atomic_path(p, error=None) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp), metadata=meta)
     return p
 
 

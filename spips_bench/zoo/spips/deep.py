@@ -14,15 +14,6 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-#: Added to the channel norm before dividing, as LPIPS does, so that all-zero features stay finite.
-NORM_EPS = 1e-10
-
-
-def unit_normalize(f: torch.Tensor) -> torch.Tensor:
-    """Scale each spatial position's feature vector to unit L2 norm over the channels (dim 1)."""
-    norm = torch.sqrt((f * f).sum(dim=1, keepdim=True))
-    return f / (norm + NORM_EPS)
-
 
 class LayerHeads(torch.nn.Module):
     """One bias-free 1x1 convolution per tapped layer, with ReLU and spatial mean.

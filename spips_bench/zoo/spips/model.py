@@ -16,18 +16,17 @@ import torch
 import torch.nn.functional as F
 
 from spips_bench.errors import WeightsIntegrityError
+from spips_bench.io import sha256_file
 from spips_bench.metric import Metric
-from spips_bench.weights import sha256_file
-from spips_bench.zoo.spips.deep import LayerHeads, feature_differences, split_layers, unit_normalize
+from spips_bench.zoo.backbones import TRUNKS, unit_normalize
+from spips_bench.zoo.spips.deep import LayerHeads, feature_differences, split_layers
 from spips_bench.zoo.spips.traditional import TraditionalMaps
 
 STREAMS = ("traditional", "perceptual", "semantic")
-BACKBONES = ("alex", "vgg", "squeeze", "alex-st", "vgg-st")
-#: Weight files (names in :mod:`spips_bench.weights`) each backbone loads.
-BACKBONE_WEIGHTS = {
-    "alex": ("alexnet",), "vgg": ("vgg16",), "squeeze": ("squeezenet1_1",),
-    "alex-st": ("stlpips-alex",), "vgg-st": ("stlpips-vgg",),
-}
+#: The backbones: every trunk of :data:`spips_bench.zoo.backbones.TRUNKS` (which names its weight file).
+BACKBONES = tuple(TRUNKS)
+#: Smallest input side (px) of the deep streams alone: at least every backbone's own minimum.
+DEEP_MIN_SIZE = 32
 #: Options that change what the trained parameters mean; a checkpoint must agree on all of them.
 CONFIG_KEYS = ("backbone", "streams", "feature_norm", "fusion", "color", "psnr_max_db", "ms_scales")
 _ABLATIONS: dict[tuple[str, ...], str] = {("traditional", "perceptual"): "abla1",
@@ -100,13 +99,6 @@ class SPIPS(Metric):
     similar, 0 for identical images.
     """
 
-    name = "spips"
-    higher_is_better = False
-    min_size = 41
-    symmetric = True
-    differentiable = True
-    citation = "Lao & Yu, SPIPS: combining global and local perception for image quality assessment"
-
     def __init__(self, backbone: str = "alex", *, streams: tuple[str, ...] | list[str] = STREAMS,
                  feature_norm: str = "unit", fusion: str = "sum", color: str = "rgb",
                  psnr_max_db: float = 60.0, ms_scales: int = 3, dropout: float = 0.5,
@@ -129,16 +121,11 @@ class SPIPS(Metric):
         self.streams = streams
         self.feature_norm = feature_norm
         self.fusion = fusion
-        self.weights = BACKBONE_WEIGHTS[backbone] if self._uses_trunk and pretrained else ()
-        self.trained = False
+        self.pretrained = pretrained
         self.checkpoint_sha256: str | None = None
         self.checkpoint_path: Path | None = None
-        self.name = _variant_name(backbone, streams)  # type: ignore[misc]
 
         self.traditional = TraditionalMaps(color=color, psnr_max_db=psnr_max_db, ms_scales=ms_scales)
-        # 32 px is the smallest input AlexNet's last pooling accepts; the MS-SSIM scales may need more.
-        self.min_size = (  # type: ignore[misc]
-            max(32, self.traditional.min_size) if "traditional" in streams else 32)
         if "traditional" in streams:
             self.trad_head = torch.nn.Conv2d(self.traditional.channels, 1, kernel_size=1, bias=False)
         self.trunk: torch.nn.Module | None = None
@@ -169,6 +156,17 @@ class SPIPS(Metric):
     @property
     def _uses_trunk(self) -> bool:
         return "perceptual" in self.streams or "semantic" in self.streams
+
+    def variant(self) -> dict[str, Any]:
+        """Size, weight files and training state that the options and a loaded checkpoint determine.
+
+        ``min_size``: :data:`DEEP_MIN_SIZE` (32 px, enough for every backbone), or more when the
+        traditional stream's MS-SSIM scales need it (3 scales: 41 px). ``weights``: the backbone's file
+        when a backbone is used and pretrained. ``trained``: whether a checkpoint was loaded.
+        """
+        min_size = max(DEEP_MIN_SIZE, self.traditional.min_size) if "traditional" in self.streams else DEEP_MIN_SIZE
+        weights = (TRUNKS[self.backbone].weight,) if self._uses_trunk and self.pretrained else ()
+        return {"min_size": min_size, "weights": weights, "trained": self.checkpoint_sha256 is not None}
 
     def config(self) -> dict[str, Any]:
         """The options that give the trained parameters their meaning (stored in every checkpoint)."""
@@ -216,7 +214,7 @@ class SPIPS(Metric):
         """Backbone features of one batch (normalised per ``feature_norm``) plus the image itself."""
         layers: list[torch.Tensor] = []
         if self.trunk is not None:
-            from spips_bench.zoo.lpips import parameter_dtype
+            from spips_bench.zoo.backbones import parameter_dtype
 
             # The trunk runs in its own dtype (float32, or what .half() / .bfloat16() made of it); the
             # features are normalised and compared in float32, where half precision would overflow.
@@ -341,9 +339,8 @@ class SPIPS(Metric):
                     f"{p}: {k} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}."
                 )
         self.load_state_dict(state, strict=False)
-        self.trained = True
         self.checkpoint_path = p
-        self.checkpoint_sha256 = sha256_file(p)
+        self.checkpoint_sha256 = sha256_file(p)  # marks the metric trained (variant())
 
     def extra_repr(self) -> str:
         status = f"trained ({self.checkpoint_sha256[:12]})" if self.checkpoint_sha256 else "untrained"

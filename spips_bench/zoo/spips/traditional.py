@@ -14,10 +14,10 @@ choice. In short:
 * MS-SSIM contributes one map per scale (contrast-structure at the finer scales, full SSIM at the
   coarsest), each brought back to ``H x W``.
 
-All moments of one scale come from one separable filter pass over a stack of six images
-(x, y, x^2, y^2, xy, (x-y)^2), which keeps the stream cheap next to the backbone. The stream always
-computes in float32, also under autocast: the variances are differences of nearly equal moments, which
-bfloat16 cannot resolve.
+The SSIM and contrast-structure maps come from the zoo's SSIM engine (:func:`spips_bench.zoo.ssim.ssim_maps`)
+and every moment from its separable filter (:mod:`spips_bench.zoo.filters`), so the stream and the
+``ssim`` metric cannot drift apart. The stream always computes in float32, also under autocast: the
+variances are differences of nearly equal moments, which bfloat16 cannot resolve.
 """
 
 from __future__ import annotations
@@ -27,20 +27,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-#: BT.601 luma weights, used when the stream runs on luminance (``color="luma"``).
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+from spips_bench.zoo.color import BT601_WEIGHTS
+from spips_bench.zoo.filters import KERNEL_SIGMA, KERNEL_SIZE, gaussian_filter_valid
+from spips_bench.zoo.ssim import ssim_maps
 
-KERNEL_SIZE = 11
-KERNEL_SIGMA = 1.5
-K1, K2 = 0.01, 0.03
-
-
-def gaussian_window(size: int = KERNEL_SIZE, sigma: float = KERNEL_SIGMA, *,
-                    device: torch.device | None = None) -> torch.Tensor:
-    """1-D normalised Gaussian window of ``size`` taps (float32), the factor of piq's 2-D window."""
-    coords = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2.0
-    g = torch.exp(-(coords**2) / (2.0 * sigma**2))
-    return g / g.sum()
+__all__ = ["KERNEL_SIGMA", "KERNEL_SIZE", "TraditionalMaps", "downsample", "local_statistics",
+           "min_size_for_scales", "ms_ssim_scale_maps"]
 
 
 def min_size_for_scales(scales: int, kernel_size: int = KERNEL_SIZE) -> int:
@@ -48,54 +40,22 @@ def min_size_for_scales(scales: int, kernel_size: int = KERNEL_SIZE) -> int:
     return (kernel_size - 1) * 2 ** (scales - 1) + 1
 
 
-def _shifted(window: torch.Tensor, rows: int, n: int) -> torch.Tensor:
-    """``(rows, n)`` matrix whose row ``i`` holds the window at columns ``i .. i+k-1``."""
-    k = window.numel()
-    idx = torch.arange(rows, device=window.device).unsqueeze(1) + torch.arange(k, device=window.device)
-    m = window.new_zeros(rows, n)
-    m.scatter_(1, idx, window.expand(rows, k))
-    return m
-
-
-def _filter_valid(stack: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian filtering of every channel of ``stack`` (N, K, H, W), 'valid' borders.
-
-    Done as two products with banded matrices (``B_h @ X @ B_w^T``) rather than depthwise convolutions:
-    3-4x faster on a CPU at 64 px, and on CUDA PyTorch keeps float32 matmuls in full precision by
-    default while cuDNN convolutions may use TF32, too coarse for the variance differences. The result
-    equals the convolution up to float rounding.
-    """
-    h, w = int(stack.shape[-2]), int(stack.shape[-1])
-    bh = _shifted(window, h - window.numel() + 1, h)
-    bw = bh if w == h else _shifted(window, w - window.numel() + 1, w)
-    return torch.matmul(torch.matmul(bh, stack), bw.transpose(0, 1))
-
-
-def local_statistics(x: torch.Tensor, y: torch.Tensor, window: torch.Tensor,
-                     *, c1: float = K1**2, c2: float = K2**2,
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def local_statistics(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """SSIM, contrast-structure and mean-squared-error maps of one scale, per channel.
+
+    SSIM and contrast-structure are :func:`spips_bench.zoo.ssim.ssim_maps` (the zoo's one SSIM engine,
+    data range 1); the squared error is the window-weighted mean of ``(x - y)²``, filtered directly.
 
     Args:
         x, y: ``(N, C, H, W)`` float32 images in [0, 1].
-        window: 1-D Gaussian window (see :func:`gaussian_window`).
-        c1, c2: SSIM stabilisers for a data range of 1.
 
     Returns:
         ``(ssim, cs, mse)``, each ``(N, C, H-k+1, W-k+1)``: SSIM and contrast-structure in [-1, 1]
         (1 = identical), and the window-weighted squared error in [0, 1] (0 = identical).
     """
-    c = x.shape[1]
-    stack = torch.cat([x, y, x * x, y * y, x * y, (x - y) ** 2], dim=1)
-    m = _filter_valid(stack, window)
-    mu_x, mu_y, e_xx, e_yy, e_xy, mse = m.split(c, dim=1)
-    mu_xx, mu_yy, mu_xy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y
-    var_x = e_xx - mu_xx
-    var_y = e_yy - mu_yy
-    cov = e_xy - mu_xy
-    cs = (2.0 * cov + c2) / (var_x + var_y + c2)
-    ssim = (2.0 * mu_xy + c1) / (mu_xx + mu_yy + c1) * cs
+    ssim, cs = ssim_maps(x, y, data_range=1.0, kernel_size=KERNEL_SIZE, sigma=KERNEL_SIGMA)
     # The direct moment of (x-y)^2 stays >= 0 and exact where x == y, unlike e_xx - 2 e_xy + e_yy.
+    mse = gaussian_filter_valid((x - y) ** 2, KERNEL_SIZE, KERNEL_SIGMA)
     return ssim, cs, mse.clamp_min(0.0)
 
 
@@ -107,7 +67,7 @@ def downsample(x: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(x, kernel_size=2)
 
 
-def ms_ssim_scale_maps(x: torch.Tensor, y: torch.Tensor, scales: int, window: torch.Tensor,
+def ms_ssim_scale_maps(x: torch.Tensor, y: torch.Tensor, scales: int,
                        ) -> tuple[list[torch.Tensor], list[tuple[int, int]], torch.Tensor, torch.Tensor]:
     """Per-scale MS-SSIM maps (per channel) plus the finest scale's SSIM and squared-error maps.
 
@@ -124,7 +84,7 @@ def ms_ssim_scale_maps(x: torch.Tensor, y: torch.Tensor, scales: int, window: to
         if j > 0:
             x, y = downsample(x), downsample(y)
         sizes.append((int(x.shape[-2]), int(x.shape[-1])))
-        ssim, cs, mse = local_statistics(x, y, window)
+        ssim, cs, mse = local_statistics(x, y)
         if j == 0:
             ssim1, mse1 = ssim, mse
         maps.append(ssim if j == scales - 1 else cs)
@@ -170,10 +130,8 @@ class TraditionalMaps(torch.nn.Module):
         self.psnr_max_db = float(psnr_max_db)
         self.ms_scales = ms_scales
         self.eps = 10.0 ** (-self.psnr_max_db / 10.0)
-        self.window: torch.Tensor
         self.luma: torch.Tensor
-        self.register_buffer("window", gaussian_window(), persistent=False)
-        self.register_buffer("luma", torch.tensor(LUMA_WEIGHTS).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("luma", torch.tensor(BT601_WEIGHTS).view(1, 3, 1, 1), persistent=False)
 
     @property
     def channels(self) -> int:
@@ -207,7 +165,7 @@ class TraditionalMaps(torch.nn.Module):
                 luma = self.luma.float()  # the buffers follow .half() / .bfloat16(); the stream stays float32
                 xf = (xf * luma).sum(1, keepdim=True)
                 yf = (yf * luma).sum(1, keepdim=True)
-            maps, _, ssim1, mse1 = ms_ssim_scale_maps(xf, yf, self.ms_scales, self.window.float())
+            maps, _, ssim1, mse1 = ms_ssim_scale_maps(xf, yf, self.ms_scales)
             # PSNR / P_max written as log(e + eps) / log(eps): exactly 1 where the pixels agree.
             n_psnr = (torch.log(mse1 + self.eps) / math.log(self.eps)).clamp(0.0, 1.0)
             q_psnr = 1.0 - n_psnr

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-from spips_bench.summary import SummaryRow
+from spips_bench.stats.summary import SummaryRow
 
 #: BAPPS categories in the paper's column order, with the paper's column headers.
 CATEGORY_HEADERS = {"cnn": "CNN", "color": "Color", "deblur": "Deblur", "frameinterp": "Interp",
@@ -188,7 +188,7 @@ def render_tables(rows: Iterable[SummaryRow], metrics: Mapping[str, MetricInfo] 
     """Render summary rows as the paper's tables, one Markdown or LaTeX document.
 
     Args:
-        rows: summary rows (:mod:`spips_bench.summary`); values are higher = better.
+        rows: summary rows (:mod:`spips_bench.stats.summary`); values are higher = better.
         metrics: the metrics to show, in row order, keyed by name (or an iterable of infos).
         fmt: ``"md"`` or ``"tex"``.
         title: start of every table title, e.g. ``"BAPPS val"`` or ``"Demo set (synthetic judgments)"``.

@@ -4,7 +4,7 @@ Pure NumPy/SciPy. Every function takes per-sample *distances*, lower = more simi
 similarity (PSNR, SSIM) before calling. Judgments follow BAPPS: ``judge`` is the fraction of raters who
 preferred ``p1`` (in [0, 1]), ``same`` the fraction who judged a JND pair identical (in [0, 1]).
 
-Each statistic is computed by one weighted, batched kernel (:mod:`spips_bench.weighted_stats`): a
+Each statistic is computed by one weighted, batched kernel (:mod:`spips_bench.stats.weighted`): a
 bootstrap resample is the same as integer weights (how often each sample was drawn), so
 :func:`bootstrap_ci` evaluates hundreds of resamples in a few array operations instead of a Python
 loop, and the point estimate is the same kernel with unit weights. Ties are handled exactly as in the
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from spips_bench.weighted_stats import Array, Groups, Kernel, correlation_kernel
+from spips_bench.stats.weighted import Array, Groups, Kernel, correlation_kernel
 
 #: Bootstrap weights are processed in chunks of about this many elements (B x n): 4 MB stays in cache.
 _CHUNK_ELEMENTS = 500_000

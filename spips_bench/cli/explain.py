@@ -24,11 +24,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from spips_bench.devices import resolve_device
+    from spips_bench.data.images import read_image
     from spips_bench.errors import ImageReadError
-    from spips_bench.explain import explain
-    from spips_bench.imageio import read_image
     from spips_bench.registry import create_metric
+    from spips_bench.validation import resolve_device
+    from spips_bench.zoo.spips.explain import explain
 
     if len(args.images) > 2:
         raise ValueError(f"explain takes one or two distorted images, got {len(args.images)}.")

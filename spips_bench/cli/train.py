@@ -51,8 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spips_bench.devices import resolve_device
-    from spips_bench.train import TrainConfig, train
+    from spips_bench.training.lpips_protocol import TrainConfig, train
+    from spips_bench.validation import resolve_device
 
     device = str(resolve_device(args.device))
     cfg = TrainConfig(

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from spips_bench.commands._args import csv_list as _csv
+from spips_bench.cli._args import csv_list as _csv
 
 HELP = "score metrics on BAPPS 2AFC/JND into a resumable run folder, then write summary.csv and tables"
 
@@ -115,8 +115,9 @@ def _stop_signals() -> Iterator[list[signal.Signals]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spips_bench.evaluate import RunConfig, run_benchmark
-    from spips_bench.runinfo import skip_messages
+    from spips_bench.report.build import skip_messages
+    from spips_bench.run.config import RunConfig
+    from spips_bench.run.runner import run_benchmark
 
     if args.batch_size < 1:
         raise ValueError("--batch-size must be at least 1.")

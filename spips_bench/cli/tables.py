@@ -2,8 +2,8 @@
 
 With ``--check DIR`` it verifies committed results instead: the run recorded in ``DIR/run.json`` is
 scored again into a temporary folder (or ``--from OUT`` is used as is), telling on stderr what it scores,
-and compared with ``DIR`` as :mod:`spips_bench.check` says: the tables exactly, the numbers of
-``summary.csv`` within :data:`~spips_bench.check.SUMMARY_TOLERANCE`, ``run.json`` in every result field.
+and compared with ``DIR`` as :mod:`spips_bench.report.check` says: the tables exactly, the numbers of
+``summary.csv`` within :data:`~spips_bench.report.check.SUMMARY_TOLERANCE`, ``run.json`` in every result field.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from spips_bench.check import SUMMARY_TOLERANCE
+from spips_bench.report.check import SUMMARY_TOLERANCE
 
 HELP = "rebuild summary.csv, tables.md and tables.tex from a run folder's store (no metric is computed)"
 
@@ -48,13 +48,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def replay_configs(record: dict[str, Any], out: Path) -> list[Any]:
-    """The :class:`~spips_bench.evaluate.RunConfig` s that reproduce a recorded run folder into ``out``.
+    """The :class:`~spips_bench.run.config.RunConfig` s that reproduce a recorded run folder into ``out``.
 
     A folder can hold several invocations (metrics or categories added later). Each recorded metric
     lists the ``kind/category`` it holds; consecutive metrics holding the same set are replayed together,
     in the recorded order, so the replayed ``run.json`` lists the metrics in the same order.
     """
-    from spips_bench.evaluate import RunConfig
+    from spips_bench.run.config import RunConfig
 
     args = record.get("arguments", {})
     kept = {k: args[k] for k in _REPLAYED if k in args}
@@ -111,7 +111,7 @@ def _replay(record: dict[str, Any], out: Path) -> None:
     """Score the recorded run again into ``out``, telling on stderr what it does."""
     from dataclasses import replace
 
-    from spips_bench.evaluate import run_benchmark
+    from spips_bench.run.runner import run_benchmark
 
     configs = replay_configs(record, out)
     categories = record.get("categories", {})
@@ -137,7 +137,7 @@ def _replay(record: dict[str, Any], out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spips_bench.runinfo import REPORT_FILES, write_reports
+    from spips_bench.report.build import REPORT_FILES, write_reports
 
     options = {"formats": args.format, "compare_paper": args.compare_paper, "intervals": args.intervals}
     if args.check is None:
@@ -151,8 +151,8 @@ def run(args: argparse.Namespace) -> int:
             print(md.read_text(encoding="utf-8"), end="")
         return 0
 
-    from spips_bench.check import compare_run_folders
-    from spips_bench.store import ScoreStore
+    from spips_bench.report.check import compare_run_folders
+    from spips_bench.run.store import ScoreStore
 
     record = ScoreStore(args.check).read_run()
     if record is None:

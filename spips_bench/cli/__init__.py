@@ -1,8 +1,8 @@
 """The ``spips-bench`` command line: parse, call the library, print. Nothing else lives here.
 
-Each subcommand is a module of :mod:`spips_bench.commands` with ``HELP`` (one line),
-``add_arguments(parser)`` and ``run(args) -> int``; such modules import heavy libraries only inside
-``run``, so ``spips-bench --help`` stays fast.
+Each subcommand is a module of this package with ``HELP`` (one line), ``add_arguments(parser)`` and
+``run(args) -> int``; such modules import heavy libraries only inside ``run``, so ``spips-bench --help``
+stays fast. Modules whose name starts with an underscore (shared argument types) are not subcommands.
 """
 
 from __future__ import annotations
@@ -19,18 +19,16 @@ from spips_bench.settings import offline_mode
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from spips_bench import commands
-
     parser = argparse.ArgumentParser(
         prog="spips-bench",
         description="Metric zoo and BAPPS benchmark harness for full-reference image quality.",
     )
     parser.add_argument("--version", action="version", version=f"spips-bench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
             continue
-        module = importlib.import_module(f"spips_bench.commands.{info.name}")
+        module = importlib.import_module(f"spips_bench.cli.{info.name}")
         name = getattr(module, "NAME", info.name)
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)

@@ -4,7 +4,7 @@ A summary row holds one statistic of one metric on one category, with its bootst
 has exactly the columns ``kind,category,metric,statistic,value,ci_low,ci_high,n``; floats are written
 with ``repr`` precision, so reading and rewriting a file reproduces it byte for byte.
 
-Statistics (all higher = better agreement with humans; see :mod:`spips_bench.stats`):
+Statistics (all higher = better agreement with humans; see :mod:`spips_bench.stats.core`):
 
 * 2AFC: ``2afc_score`` (fraction in [0, 1], BAPPS protocol); ``plcc``/``srcc``/``krcc``: the decision
   correlation (the SPIPS paper's protocol); ``*_continuous``: the same correlations of ``d0 - d1``.
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from spips_bench import stats
-from spips_bench.store import atomic_write_text
+from spips_bench.io import atomic_write_text
+from spips_bench.stats import core as stats
 
 STATISTICS_2AFC = (
     "2afc_score", "plcc", "srcc", "krcc", "plcc_continuous", "srcc_continuous", "krcc_continuous",
@@ -178,7 +178,7 @@ def _row(kind: str, category: str, metric: str, statistic: str, value: float,
 
 
 def write_summary_csv(path: str | os.PathLike[str], rows: Iterable[SummaryRow]) -> None:
-    """Write ``rows`` to ``path`` atomically (a temporary file in the same folder, then ``os.replace``).
+    """Write ``rows`` to ``path`` atomically (:func:`spips_bench.io.atomic_write_text`).
 
     Floats are written with ``repr`` (shortest round-tripping form, ``nan`` for missing), so the file
     is byte-stable across a read/write round trip.

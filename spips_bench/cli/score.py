@@ -27,10 +27,10 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from spips_bench.devices import resolve_device
+    from spips_bench.data.images import read_image
     from spips_bench.errors import ImageReadError
-    from spips_bench.imageio import read_image
     from spips_bench.registry import accepts_option, create_metric, get_spec
+    from spips_bench.validation import resolve_device
 
     names = [m.strip() for m in args.metrics.split(",") if m.strip()]
     if not names:

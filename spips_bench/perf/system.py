@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from spips_bench.bench import BenchConfig, BenchResult, measure
+from spips_bench.perf.common import BenchConfig, BenchResult, measure
 
 
 def _log(msg: str) -> None:
@@ -103,7 +103,7 @@ def write_run_set(root: Path, n: int, *, seed: int = 0) -> Path:
     import numpy as np
     from PIL import Image
 
-    from spips_bench.bench import make_images
+    from spips_bench.perf.common import make_images
 
     base = root / "2afc" / "val"
     for cat in ("traditional", "cnn", "superres", "deblur", "color", "frameinterp"):
@@ -174,8 +174,8 @@ def run_subprocess(root: Path, out: Path, config: BenchConfig) -> dict[str, Any]
 def pyiqa_in_memory(root: Path, config: BenchConfig) -> tuple[float, dict[str, tuple[float, float]]]:
     """Triplets/s of pyiqa's ST-LPIPS on the triplets of ``root``, decoded beforehand; and its scores."""
     from spips_bench import weights
-    from spips_bench.bench_peers import stlpips_peer
     from spips_bench.data.bapps import TwoAFCDataset, collate
+    from spips_bench.perf.peers import stlpips_peer
 
     found = weights.locate("stlpips-alex")
     if found is None:
@@ -207,7 +207,7 @@ def run_end_to_end(config: BenchConfig) -> dict[str, Any]:
     pyiqa is timed right before and right after the 10 N run and its faster pass is kept, so that a
     change of load on a shared machine cannot favour ``run``.
     """
-    from spips_bench.store import ScoreStore
+    from spips_bench.run.store import ScoreStore
 
     n = config.run_samples
     tmp = Path(tempfile.mkdtemp(prefix="spips-bench-bench-"))

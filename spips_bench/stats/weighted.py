@@ -1,4 +1,4 @@
-"""Weighted, batched kernels behind :mod:`spips_bench.stats` (internal; NumPy/SciPy only).
+"""Weighted, batched kernels behind :mod:`spips_bench.stats.core` (internal; NumPy/SciPy only).
 
 A bootstrap resample is the same as integer weights on the original samples (how often each was
 drawn). Every kernel here takes weights of shape ``(B, n)`` and returns one value per row, treating a

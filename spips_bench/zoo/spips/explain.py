@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from spips_bench.io import TEMP_SUFFIX, atomic_path
+
 
 @dataclass
 class StreamReport:
@@ -133,9 +135,9 @@ def _draw(out: Path, ref: torch.Tensor, dists: list[torch.Tensor], labels: list[
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.suptitle(title + ("\n" + " ".join(ex.notes) if ex.notes else ""), fontsize=10)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".tmp" + (out.suffix or ".png"))
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, out)
+    try:
+        with atomic_path(out, suffix=TEMP_SUFFIX + (out.suffix or ".png"), error=None) as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
     return out

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from spips_bench.bench import BenchResult
+from spips_bench.perf.common import BenchResult
 
 #: Full BAPPS val: 2AFC triplets (six categories) and JND pairs (two categories), protocol section 1.
 BAPPS_VAL_TRIPLETS = 35_844

@@ -17,10 +17,11 @@ sample; values are written with Python's shortest round-trip ``repr`` of the flo
 is read back only if it is exactly in that form (no duplicate sample, no cut or reformatted number) and,
 for the files of the main layout, only if its SHA-256 is the one ``run.json`` records (``"store"``).
 
-Each file is rewritten whole through a temporary file, ``fsync`` and ``os.replace``: a reader, or a run
-killed at any moment, sees either the previous or the next complete version, never half a file. The
-new digests reach ``run.json`` before the files are replaced, the previous ones stay accepted until the
-replacement is done, so a kill between the two writes leaves a folder that verifies.
+Each file is rewritten whole through :func:`spips_bench.io.atomic_write_text` (a temporary file,
+``fsync``, ``os.replace``): a reader, or a run killed at any moment, sees either the previous or the
+next complete version, never half a file. The new digests reach ``run.json`` before the files are
+replaced, the previous ones stay accepted until the replacement is done, so a kill between the two
+writes leaves a folder that verifies.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import contextlib
 import csv
 import errno
 import fcntl
-import hashlib
 import io
 import json
 import math
@@ -37,14 +37,14 @@ import os
 import re
 import struct
 import sys
-import tempfile
 import threading
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from spips_bench.errors import DatasetError, RunConfigError, StoreWriteError, write_failure_fix
+from spips_bench.errors import DatasetError, RunConfigError
+from spips_bench.io import TEMP_SUFFIX, atomic_write_text, sha256_bytes, write_failure
 
 #: Score columns per kind of judgment.
 SCORE_COLUMNS: dict[str, tuple[str, ...]] = {"2afc": ("d0", "d1"), "jnd": ("d",)}
@@ -55,60 +55,11 @@ RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
 #: The key of ``run.json`` that holds ``{relative path: {"rows": n, "sha256": hex}}`` of every store file.
 DIGESTS_KEY = "store"
-#: Suffix of the temporary files of :func:`atomic_write_text`; one left behind by a killed run is stale.
-TEMP_SUFFIX = ".tmp"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 #: Everything a run writes; ``--overwrite`` removes exactly these and nothing else.
 OWNED_ENTRIES = ("scores", "judgments", "parts", RUN_FILE, "summary.csv", "tables.md", "tables.tex")
 #: Unicode categories a sample name may not hold: control characters and line or paragraph separators.
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
-
-
-def write_failure(path: Path, exc: OSError) -> StoreWriteError:
-    """The error for a store file that cannot be written: the file, the system's reason and the way out."""
-    return StoreWriteError(
-        f"{path}: cannot write ({exc.strerror or exc}); {write_failure_fix(exc, '--out')}, then rerun the "
-        "same command: everything stored before is intact and the run resumes from it."
-    )
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that the file is always complete: temp file, fsync, rename.
-
-    Raises:
-        StoreWriteError: the file cannot be written (disk full, no permission); the previous version
-            of ``path``, if any, is left as it was and no temporary file remains.
-    """
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
-    except OSError as exc:
-        raise write_failure(path, exc) from exc
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; results are meant to be shared
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise write_failure(path, exc) from exc
-        raise
-    # The rename itself must reach the disk too, or a power cut can leave the old name behind.
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def format_value(value: float) -> str:
@@ -174,7 +125,7 @@ def write_table(path: Path, columns: tuple[str, ...], rows: Mapping[str, tuple[f
 
 
 def _digest(data: bytes, rows: int) -> dict[str, Any]:
-    return {"rows": rows, "sha256": hashlib.sha256(data).hexdigest()}
+    return {"rows": rows, "sha256": sha256_bytes(data)}
 
 
 def _corrupt(where: object, what: str) -> DatasetError:
@@ -422,7 +373,7 @@ class ScoreStore:
         entry = digests.get(key)
         if entry is None:
             raise _corrupt(path, f"{self.run_file} records no such store file")
-        sha = hashlib.sha256(data).hexdigest()
+        sha = sha256_bytes(data)
         if sha not in (entry.get("sha256"), entry.get("replaces", {}).get("sha256")):
             raise _corrupt(path, f"its content does not match the digest {self.run_file} records for it "
                                  f"({entry.get('rows')} rows, SHA-256 {str(entry.get('sha256'))[:16]}...; the "

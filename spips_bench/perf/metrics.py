@@ -1,6 +1,6 @@
 """The per-metric part of ``spips-bench bench``: zoo metrics and their peers on the same tensors.
 
-Filled into a :class:`~spips_bench.bench.BenchResult`:
+Filled into a :class:`~spips_bench.perf.common.BenchResult`:
 
 * section ``zoo``: each metric with its card's options, pairs/s and 2AFC triplets/s;
 * section ``peers``: the zoo metric, configured to do the peer's work, against the peer;
@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from spips_bench.bench import (
+from spips_bench.perf.common import (
     BenchConfig,
     BenchResult,
     Row,
@@ -28,7 +28,7 @@ from spips_bench.bench import (
     measure,
     profile_table,
 )
-from spips_bench.bench_peers import (
+from spips_bench.perf.peers import (
     Peer,
     classical_peers,
     lpips_peer,
@@ -43,7 +43,7 @@ def _log(msg: str) -> None:
 
 
 def _triplet_fn(metric: Any, batch: dict[str, torch.Tensor]) -> Any:
-    from spips_bench.evaluate import score_batch
+    from spips_bench.run.runner import score_batch
 
     return lambda: score_batch("2afc", metric, batch)
 
@@ -57,7 +57,7 @@ def _peers_for(name: str, metric: Any, config: BenchConfig, result: BenchResult)
             return [lpips_peer(metric, config.device)]
         if name == "stlpips" and "pyiqa" in config.peers:
             from spips_bench import weights
-            from spips_bench.bench_peers import stlpips_peer
+            from spips_bench.perf.peers import stlpips_peer
 
             found = weights.locate("stlpips-alex")
             if found is not None:
@@ -70,7 +70,7 @@ def _peers_for(name: str, metric: Any, config: BenchConfig, result: BenchResult)
 
 def measure_metrics(config: BenchConfig, result: BenchResult) -> None:
     """Measure every metric of ``config`` at every size; rows go into ``result``."""
-    from spips_bench.bench import resolve_metrics
+    from spips_bench.perf.common import resolve_metrics
     from spips_bench.registry import get_spec
 
     dev, reps, bs = config.device, config.repeats, config.batch_size

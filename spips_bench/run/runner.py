@@ -1,4 +1,4 @@
-"""The BAPPS runner: metrics x categories -> per-sample scores in a :class:`~spips_bench.store.ScoreStore`.
+"""The BAPPS runner: metrics x categories -> per-sample scores in a :class:`~spips_bench.run.store.ScoreStore`.
 
 Data flow: a ``DataLoader`` (workers decode and resize, :func:`spips_bench.data.bapps.collate` stacks)
 feeds fixed batches of ``batch_size`` consecutive samples to every metric on the chosen device, under
@@ -26,9 +26,8 @@ listed with its file and reason under ``"skipped"`` in ``run.json``, and the tab
 Its batch counts as unfinished, so every rerun tries the sample again (a repaired file is picked up).
 
 Under ``torchrun`` (``WORLD_SIZE > 1``) each rank takes the batches ``rank, rank + world, ...`` of each
-category, writes them under ``parts/rank<r>/``, and rank 0 merges the parts and writes the reports.
-Only control messages travel between ranks (scores travel through the store), so the process group is
-always ``gloo``, also when the metrics run on CUDA.
+category, writes them under ``parts/rank<r>/``, and rank 0 merges the parts and writes the reports
+(:mod:`spips_bench.run.distributed`).
 """
 
 from __future__ import annotations
@@ -38,109 +37,39 @@ import math
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from spips_bench.errors import DatasetError, ImageReadError, RunConfigError, StoreWriteError
-from spips_bench.runinfo import (
+from spips_bench.report.build import write_reports
+from spips_bench.run.config import RunConfig
+from spips_bench.run.distributed import _Dist, _maybe_lock
+from spips_bench.run.plan import (
     ActiveMetric,
     absent_notice,
     build_metrics,
-    check_fingerprint,
     data_listing,
+    plan_on_disk,
+    resolve_plan,
+    use_offline,
+)
+from spips_bench.run.record import (
+    check_fingerprint,
     describe_run,
     json_safe,
     listing_digests,
     nonfinite_samples,
     package_versions,
-    plan_on_disk,
-    resolve_plan,
     start_record,
     stored_exclusions,
-    use_offline,
-    write_reports,
 )
-from spips_bench.store import ScoreStore
+from spips_bench.run.store import ScoreStore
 
 #: Called after every flush of the store with (kind, category, batches flushed so far in this category).
 FlushHook = Callable[[str, str, int], None]
-#: The policies for a sample that cannot be used; the first is the default.
-ON_ERROR = ("fail", "skip")
-
-
-@dataclass
-class RunConfig:
-    """Everything ``spips-bench run`` needs; the CLI fills it from its arguments.
-
-    Attributes:
-        metrics: registry names, or ``["all"]`` for every registered metric.
-        split: ``"val"`` or ``"train"``.
-        dataset: ``"auto"`` (BAPPS under the root; the demo set only when no root was named and
-            ``./datasets/bapps`` holds none), ``"bapps"`` or ``"demo"``. A root holding a demo set is
-            always labelled as the demo set (synthetic judgments).
-        root: BAPPS root (holding ``2afc/``, ``jnd/``); None: ``$SPIPS_BENCH_BAPPS`` or ``./datasets/bapps``.
-            A named root that holds no BAPPS is an error. With ``dataset="demo"`` an explicit root is
-            where the demo set is generated.
-        categories: category names (applied to each kind that has them); None: all of the split. A
-            category (or kind) named here and absent from the root is an error; other absent
-            categories are named in a notice, in ``run.json`` and in the tables, and skipped.
-        kinds: subset of ``("2afc", "jnd")``; None: both on val, 2AFC on train.
-        out: run folder; None: ``./runs/<dataset>-<split>-<load size>``.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        batch_size: samples per batch (also the unit of resuming and sharding).
-        workers: DataLoader worker processes (0 decodes in the main process).
-        amp: autocast (bfloat16 on CPU, float16 on CUDA).
-        load_size: side in px of the bilinear resize (BAPPS protocol: 64); None keeps the stored size.
-        strict: a metric that cannot run (missing weights, a load size below its minimum) or a category
-            absent from the root is an error instead of a skipped row.
-        bootstrap: bootstrap resamples for the intervals in ``summary.csv``.
-        seed: bootstrap seed.
-        checkpoint: trained parameters passed as ``checkpoint=`` to every metric that accepts it.
-        offline: never download; metrics whose weights are absent are skipped.
-        overwrite: discard an existing run folder of another configuration instead of refusing.
-        flush_every: batches between writes of the store (an interruption loses at most these).
-        progress: show a progress bar per category on stderr.
-        on_error: what a sample that cannot be used does: ``"fail"`` stops the run naming the file,
-            ``"skip"`` leaves the sample out and lists it in ``run.json`` (see the module docstring).
-    """
-
-    metrics: list[str]
-    split: str = "val"
-    dataset: str = "auto"
-    root: Path | None = None
-    categories: list[str] | None = None
-    kinds: list[str] | None = None
-    out: Path | None = None
-    device: str = "auto"
-    batch_size: int = 50
-    workers: int = 0
-    amp: bool = False
-    load_size: int | None = 64
-    strict: bool = False
-    bootstrap: int = 1000
-    seed: int = 0
-    checkpoint: Path | None = None
-    offline: bool = False
-    overwrite: bool = False
-    flush_every: int = 20
-    progress: bool = True
-    on_error: str = "fail"
-
-    def __post_init__(self) -> None:
-        for name in ("batch_size", "flush_every"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}.")
-        if self.workers < 0 or self.bootstrap < 0:
-            raise ValueError(f"workers and bootstrap must be >= 0, got {self.workers}, {self.bootstrap}.")
-        if self.dataset not in ("auto", "bapps", "demo"):
-            raise ValueError(f"dataset must be 'auto', 'bapps' or 'demo', got {self.dataset!r}.")
-        if not self.metrics:
-            raise ValueError("no metrics requested; pass metric names or 'all' (see `spips-bench list`).")
-        if self.on_error not in ON_ERROR:
-            raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}, got {self.on_error!r}.")
 
 
 @dataclass
@@ -164,75 +93,14 @@ class RunResult:
     reports: dict[str, Path] = field(default_factory=dict)
 
 
-# -- torchrun --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @classmethod
-    def from_env(cls) -> _Dist:
-        from spips_bench.settings import distributed
-
-        world, local_rank = distributed()
-        if world <= 1:
-            return cls()
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group(backend="gloo")
-        return cls(dist.get_rank(), world, local_rank)
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-    def share(self, obj: Any) -> Any:
-        """Rank 0's ``obj`` on every rank."""
-        if self.world == 1:
-            return obj
-        import torch.distributed as dist
-
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def total(self, value: Any) -> Any:
-        """The sum over ranks of ``value`` (a number, or a dict of numbers)."""
-        if self.world == 1:
-            return value
-        import torch.distributed as dist
-
-        values: list[Any] = [None] * self.world
-        dist.all_gather_object(values, value)
-        if isinstance(value, dict):
-            return {k: sum(v.get(k, 0) for v in values) for k in sorted(set().union(*values))}
-        return sum(values)
-
-    def gather(self, items: list[Any]) -> list[Any]:
-        """Every rank's ``items``, concatenated in rank order."""
-        if self.world == 1:
-            return items
-        import torch.distributed as dist
-
-        values: list[Any] = [None] * self.world
-        dist.all_gather_object(values, items)
-        return [x for v in values for x in v]
-
-
 # -- setup -----------------------------------------------------------------------------------------------
 
 
 def _device(requested: str, d: _Dist) -> Any:
-    """The run's device (:func:`spips_bench.devices.resolve_device`); a GPU becomes the current one."""
+    """The run's device (:func:`spips_bench.validation.resolve_device`); a GPU becomes the current one."""
     import torch
 
-    from spips_bench.devices import resolve_device
+    from spips_bench.validation import resolve_device
 
     dev = resolve_device(requested, local_rank=d.local_rank)
     if dev.type == "cuda":
@@ -254,7 +122,7 @@ def _dataset(config: RunConfig, d: _Dist) -> tuple[str, Path]:
     from spips_bench import settings
     from spips_bench.data.bapps import bapps_present
     from spips_bench.data.demo import is_demo_set
-    from spips_bench.runinfo import download_hint
+    from spips_bench.run.plan import download_hint
 
     if config.dataset == "demo":
         return "demo", _demo(config.root, d)
@@ -361,7 +229,7 @@ def _score_category(config: RunConfig, store: ScoreStore, d: _Dist, device: Any,
     from tqdm import tqdm
 
     from spips_bench.data.bapps import JNDDataset, TwoAFCDataset, collate
-    from spips_bench.store import JUDGMENT_COLUMN
+    from spips_bench.run.store import JUDGMENT_COLUMN
 
     # Problems come back as items, so that the main process reports them (a worker's exception would
     # arrive wrapped in its traceback) and the policy decides.
@@ -467,15 +335,6 @@ def _problem(config: RunConfig, kind: str, category: str, problem: dict[str, str
     tally.skipped.append({"kind": kind, "category": category, "sample": sample, "file": file,
                           "reason": reason})
     bar.write(f"skipped {kind}/{category} sample {sample}: {file}: {reason}", file=sys.stderr)
-
-
-@contextlib.contextmanager
-def _maybe_lock(store: ScoreStore, d: _Dist) -> Iterator[None]:
-    if d.rank == 0:
-        with store.lock():
-            yield
-    else:
-        yield
 
 
 def _now() -> str:

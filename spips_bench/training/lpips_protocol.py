@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from spips_bench.errors import RunConfigError
-from spips_bench.weights import sha256_file
+from spips_bench.io import TEMP_SUFFIX, atomic_path, atomic_write_bytes, atomic_write_text, sha256_file
 
 TRAIN_FORMAT = "spips-train/1"
 HELDOUT_FRACTION = 0.1
@@ -196,7 +196,7 @@ def heldout_2afc(metric: Any, heldout: list[tuple[str, Any]], device: torch.devi
     """Mean over categories of the 2AFC score of ``metric`` (three backbone passes per triplet)."""
     import numpy as np
 
-    from spips_bench.stats import two_afc_score
+    from spips_bench.stats.core import two_afc_score
 
     was_training = metric.training
     metric.eval()
@@ -259,9 +259,7 @@ def _last_complete_epoch(out: Path, total: int) -> int:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", error=None)
 
 
 def _check_run_config(out: Path, cfg: TrainConfig) -> None:
@@ -380,9 +378,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike[str], *,
 
     final = out / "final.safetensors"
     last_heads = _epoch_paths(out, total)[0]
-    tmp = final.with_name(final.name + ".tmp")
-    tmp.write_bytes(last_heads.read_bytes())
-    os.replace(tmp, final)
+    atomic_write_bytes(final, last_heads.read_bytes(), error=None)
     _write_curve(curve_path, records)
     try:
         _plot_curve(out / "curve.png", records, cfg, heldout_desc)
@@ -401,9 +397,8 @@ def _save_epoch(out: Path, epoch: int, metric: Any, rank: torch.nn.Module, opt: 
     tensors = {**{f"rank.{k}": v.detach().cpu().contiguous() for k, v in rank.state_dict().items()},
                **{k: v.detach().cpu().contiguous() for k, v in opt_tensors.items()},
                "rng.cpu": torch.get_rng_state()}
-    tmp = state.with_name(state.name + ".tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, state)
+    with atomic_path(state, error=None) as tmp:
+        save_file(tensors, str(tmp))
     _write_json(meta, {
         "epoch": epoch, "config": asdict(cfg), "heldout": heldout_desc,
         "records": [asdict(r) for r in records], "optimizer": opt_meta,
@@ -413,14 +408,12 @@ def _save_epoch(out: Path, epoch: int, metric: Any, rank: torch.nn.Module, opt: 
 
 
 def _write_curve(path: Path, records: list[EpochRecord]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
+    with atomic_path(path, error=None) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["epoch", "lr", "loss", "heldout_2afc"])
         for r in records:
             w.writerow([r.epoch, f"{r.lr:.6g}", "" if math.isnan(r.loss) else f"{r.loss:.6f}",
                         f"{r.heldout_2afc:.6f}"])
-    os.replace(tmp, path)
 
 
 def _plot_curve(path: Path, records: list[EpochRecord], cfg: TrainConfig, heldout_desc: str) -> None:
@@ -440,7 +433,8 @@ def _plot_curve(path: Path, records: list[EpochRecord], cfg: TrainConfig, heldou
     label = " (synthetic judgments)" if cfg.dataset == "demo" else ""
     ax1.set_title(f"{cfg.metric} on {cfg.dataset}{label}\nheld out: {heldout_desc}", fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path, suffix=TEMP_SUFFIX + ".png", error=None) as tmp:
+            fig.savefig(tmp)
+    finally:
+        plt.close(fig)

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from spips_bench.bench import BenchConfig
+    from spips_bench.perf.common import BenchConfig
 
-from spips_bench.commands._args import csv_list as _csv
+from spips_bench.cli._args import csv_list as _csv
 
 HELP = "measure pairs/s, 2AFC triplets/s and memory of metrics against piq/pyiqa/lpips; write a report"
 
@@ -71,9 +71,10 @@ def canonical_command(config: BenchConfig) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spips_bench.bench import BenchConfig, run_bench
-    from spips_bench.devices import resolve_device
     from spips_bench.errors import DeviceError
+    from spips_bench.perf.bench import run_bench
+    from spips_bench.perf.common import BenchConfig
+    from spips_bench.validation import resolve_device
 
     device = resolve_device(args.device)
     if device.index not in (None, 0):

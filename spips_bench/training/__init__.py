@@ -1,0 +1,1 @@
+"""Training the linear heads of a deep metric on 2AFC judgments (the LPIPS protocol)."""
