@@ -46,6 +46,10 @@ class MetricSpec:
             images (``False`` where e.g. an 8-bit rounding makes them zero; the metric then warns when
             its input requires grad). ``False`` for a plugin class that does not say.
         source: ``"builtin"`` or the distribution that provided the plugin.
+        paper_row: the row of the SPIPS paper's tables that this metric's results are compared with
+            (``tables --compare-paper``); ``None`` where the paper has no such row.
+        pyiqa_bridge: whether :func:`spips_bench.integrations.pyiqa.register` offers the metric to pyiqa's
+            ``create_metric`` by default.
     """
 
     name: str
@@ -63,6 +67,8 @@ class MetricSpec:
     ablation_of: str | None = None
     differentiable: bool = False
     source: str = "builtin"
+    paper_row: str | None = None
+    pyiqa_bridge: bool = False
 
     @property
     def direction(self) -> str:
@@ -285,6 +291,8 @@ def spec_from_class(cls: type, *, name: str | None = None, source: str = "builti
         trained=bool(_declared(cls, "trained", True)),
         differentiable=bool(_declared(cls, "differentiable", False)),
         source=source,
+        paper_row=_declared(cls, "paper_row", None),
+        pyiqa_bridge=bool(_declared(cls, "pyiqa_bridge", False)),
     )
 
 

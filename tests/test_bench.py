@@ -128,9 +128,11 @@ def test_conv_flops_closed_form() -> None:
 
 
 def test_peak_memory_sees_an_allocation() -> None:
+    # the block lives until the block of the context manager ends, so its final reading sees it whatever
+    # the sampling thread managed to read on a busy machine (freed inside, it could fall between samples)
     with peak_memory("cpu") as peak:
         block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
-        del block
+    del block
     if math.isnan(peak[0]):
         pytest.skip("no /proc/self/statm on this platform")
     assert peak[0] >= 48
@@ -163,3 +165,48 @@ class _no_raise:
 
     def __exit__(self, *exc: object) -> bool:
         return False
+
+
+def test_the_plan_names_registered_metrics_and_known_peers() -> None:
+    # perf/targets.toml is the benchmark's only source of metric names: each must resolve, and each peer
+    # and reference it names must exist, so that a renamed metric or peer fails here, not in a bench run
+    from spips_bench.perf import peers
+    from spips_bench.perf.common import bench_plan
+    from spips_bench.registry import get_spec
+
+    plan = bench_plan()
+    named = {*plan.default_metrics, *plan.peers, *plan.references, plan.run_metric,
+             *(n for t in plan.targets for n in (t.metric, t.baseline) if n)}
+    assert all(get_spec(n).name == n for n in named)
+    labels = {label for ls in plan.peers.values() for label in ls}
+    assert labels == set(peers.PEERS) and {p.package for p in peers.PEERS.values()} == set(plan.packages)
+    assert all(callable(getattr(peers, fn)) for fn, _ in plan.references.values())
+    assert {t.peer for t in plan.targets if t.peer} <= labels
+    assert plan.run_peer == plan.peers[plan.run_metric][0]
+
+
+def test_targets_compare_with_their_threshold() -> None:
+    from spips_bench.perf.common import Target
+
+    assert Target("peer-ratio", "x", ">= 3x").met(3.0) and not Target("peer-ratio", "x", ">= 3x").met(2.9)
+    assert Target("peer-diff", "x", "<= 1e-6").met(1e-7) and not Target("peer-diff", "x", "<= 1e-6").met(2e-6)
+
+
+def test_evaluate_targets_reads_rows_by_the_plan() -> None:
+    from spips_bench.perf.common import BenchResult, Row
+    from spips_bench.perf.metrics import evaluate_targets
+
+    config = BenchConfig(metrics=["default"], sizes=[64, 256], system=False)
+    result = BenchResult(config)
+    result.rows += [Row("peers", "ssim [color=rgb]", 256, 16, "pairs/s", 40.0, "piq.ssim", 10.0, 1e-7),
+                    Row("peers", "ssim [color=y]", 256, 16, "pairs/s", 1.0, "pyiqa ssim", 10.0, 1e-7),
+                    Row("peers", "lpips", 64, 16, "triplets/s", 12.0, "lpips.LPIPS", 10.0, 2e-5),
+                    Row("zoo", "spips-alex-st", 64, 16, "pairs/s", 10.0),
+                    Row("zoo", "stlpips", 64, 16, "pairs/s", 12.0)]
+    evaluate_targets(config, result)
+    status = {t["target"]: t["status"] for t in result.targets}
+    assert status["ssim 256px pairs/s vs piq.ssim (RGB)"] == "met"  # 4x; the pyiqa row is not the piq peer
+    assert status["lpips 64px 2AFC triplets/s vs lpips.LPIPS"] == "missed"  # 1.2x < 1.3x
+    assert status["lpips 64px scores vs lpips.LPIPS"] == "missed"  # 2e-5 > 1e-5
+    assert status["spips-alex-st 64px time / stlpips time (pairs)"] == "met"  # 1.2x <= 1.5x
+    assert status["ms-ssim 256px pairs/s vs piq.multi_scale_ssim (RGB)"] == "n/a"  # not measured

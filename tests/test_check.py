@@ -80,7 +80,7 @@ def test_an_unchanged_copy_passes_and_states_the_tolerance(scored: Path, committ
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = _check(committed, scored, capsys)
     assert code == 0, err
-    assert "tables.md, tables.tex identical; summary.csv within 1e-06" in out
+    assert "tables.md, tables.tex identical; summary.csv within 0.0001" in out
     assert "check: comparing with" in err
 
 
@@ -100,7 +100,7 @@ def test_a_difference_beyond_the_tolerance_names_the_row_and_both_values(
     code, _, err = _check(committed, scored, capsys)
     assert code == 1
     assert f"summary.csv: 2afc,cnn,psnr,srcc value: committed {new}, regenerated {old}" in err
-    assert "within 1e-06" in err and "differ from the committed ones" in err
+    assert "within 0.0001" in err and "differ from the committed ones" in err
 
 
 def test_a_missing_summary_row_is_a_difference(scored: Path, committed: Path,
@@ -174,12 +174,12 @@ def test_a_replay_reports_its_progress(scored: Path, committed: Path, capsys: py
 
 
 def test_numbers_agree_at_the_stated_tolerance() -> None:
-    assert numbers_agree(0.608054664865, 0.608054664865 + 0.9e-6)
-    assert not numbers_agree(0.608054664865, 0.608054664865 + 1.1e-6)
+    assert numbers_agree(0.608054664865, 0.608054664865 + 0.9e-4)
+    assert not numbers_agree(0.608054664865, 0.608054664865 + 1.1e-4)
     assert numbers_agree(float("nan"), float("nan")) and not numbers_agree(float("nan"), 0.5)
     assert numbers_agree(float("inf"), float("inf")) and not numbers_agree(float("inf"), 1e300)
-    assert numbers_agree(250.0, 250.0 + 2e-4)  # relative beyond 1
-    assert not numbers_agree(250.0, 250.0 + 3e-4)
+    assert numbers_agree(250.0, 250.0 + 2e-2)  # relative beyond 1
+    assert not numbers_agree(250.0, 250.0 + 3e-2)
 
 
 def test_text_and_summary_comparisons_name_each_difference() -> None:

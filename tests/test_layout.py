@@ -167,3 +167,65 @@ def test_only_folder_moves_rename_outside_io() -> None:
             if isinstance(node, ast.Call) and ast.unparse(node.func) == "os.replace":
                 callers.add(path.relative_to(PACKAGE).as_posix())
     assert callers == {"io.py", "data/demo.py", "data/download.py"}
+
+
+#: The packages of the harness: they run, score, tabulate and measure metrics, and name none of them.
+#: What they need to know of a metric is its card (``spips_bench/cards``) or the benchmark's plan
+#: (``spips_bench/perf/targets.toml``).
+HARNESS = ("run", "stats", "report", "perf", "cli", "integrations", "data")
+
+
+def metric_name_literals(files: list[Path], names: set[str]) -> list[str]:
+    """``file:line: 'literal'`` for every string literal, docstrings aside, that spells one of ``names``
+    (compared as the registry compares names: case-insensitive, ``_`` as ``-``)."""
+    found = []
+    for path in files:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                      and node.body and isinstance(node.body[0], ast.Expr)
+                      and isinstance(node.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+                    and node.value.strip().lower().replace("_", "-") in names):
+                shown = path.relative_to(PACKAGE.parent) if path.is_relative_to(PACKAGE.parent) else path
+                found.append(f"{shown}:{node.lineno}: {node.value!r}")
+    return found
+
+
+def _builtin_names() -> set[str]:
+    from spips_bench.registry import load_cards
+
+    return {n.lower() for spec in load_cards() for n in (spec.name, *spec.aliases)}
+
+
+def test_the_name_finder_finds_a_comparison_and_skips_docstrings(tmp_path: Path) -> None:
+    module = tmp_path / "routing.py"
+    module.write_text('"""Routes ``lpips`` to its peer."""\n\n\ndef peers(name):\n'
+                      '    """For "lpips" only."""\n    return ["x"] if name == "LPIPS" else []\n', encoding="utf-8")
+    found = metric_name_literals([module], {"lpips"})
+    assert len(found) == 1 and found[0].endswith(":6: 'LPIPS'")
+
+
+def test_the_harness_names_no_metric() -> None:
+    names = _builtin_names()
+    assert {"lpips", "ssim", "spips", "stlpips-alex"} <= names
+    files = [p for sub in HARNESS for p in sorted((PACKAGE / sub).rglob("*.py"))]
+    assert len(files) > 20
+    found = metric_name_literals(files, names)
+    assert not found, ("harness code spells metric names; take them from the card (MetricSpec) or from "
+                       "perf/targets.toml instead:\n" + "\n".join(found))
+
+
+def test_the_spips_commands_take_their_default_metric_from_the_zoo_and_training() -> None:
+    # explain and train leave --metric unset; the default is the zoo's (explain) or TrainConfig's (train)
+    from spips_bench.cli import build_parser
+    from spips_bench.cli.explain import _require_spips
+    from spips_bench.training.lpips_protocol import TrainConfig
+    from spips_bench.zoo.spips.explain import DEFAULT_METRIC
+
+    parser = build_parser()
+    assert parser.parse_args(["explain", "r.png", "a.png", "--out", "f.png"]).metric is None
+    assert parser.parse_args(["train", "--out", "o"]).metric is None
+    _require_spips(DEFAULT_METRIC)  # a SPIPS variant: explain can draw it
+    assert TrainConfig.metric == DEFAULT_METRIC

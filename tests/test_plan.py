@@ -226,7 +226,8 @@ def test_the_scoring_code_covers_runner_store_registry_and_cards() -> None:
     root = Path(run_record.__file__).parents[1]
     files = {f.relative_to(root).as_posix() for f in run_record.scoring_code_files()}
     assert {"run/runner.py", "run/config.py", "run/store.py", "registry.py", "data/bapps.py", "data/images.py",
-            "io.py", "validation.py", "weights.py", "metric.py", "cards/classical.toml", "zoo/psnr.py"} <= files
+            "io.py", "validation.py", "weights.py", "metric.py", "cards/classical.toml", "zoo/psnr.py",
+            "stats/kinds.py", "data/registry.py", "data/cards/bapps.toml"} <= files
     # reports are rebuilt from the store; the explanation figures never compute a stored score
     assert not files & {"run/record.py", "run/plan.py", "report/build.py", "report/tables.py",
                         "zoo/spips/explain.py"}

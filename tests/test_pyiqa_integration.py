@@ -9,7 +9,7 @@ import torch
 
 pyiqa = pytest.importorskip("pyiqa")
 
-from spips_bench.integrations.pyiqa import ARCH_TYPE, register, spips_metric_names, unregister  # noqa: E402
+from spips_bench.integrations.pyiqa import ARCH_TYPE, bridged_metric_names, register, unregister  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -27,8 +27,9 @@ def _pair() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_every_variant_is_listed_as_a_lower_better_fr_metric(_registered: list[str]) -> None:
-    expected = set(spips_metric_names())
+    expected = set(bridged_metric_names())
     assert {"spips", "spips-abla1", "spips-abla2", "spips-alex-st", "spips-vgg-st"} <= expected
+    assert "lpips" not in expected and "psnr" not in expected  # only the cards that ask for the bridge
     assert set(_registered) == expected
     fr = set(pyiqa.list_models(metric_mode="FR"))
     assert expected <= fr
@@ -77,3 +78,26 @@ def test_register_is_idempotent_and_unregister_cleans_up() -> None:
     assert "spips" not in pyiqa.default_model_configs.DEFAULT_CONFIGS
     assert ARCH_TYPE in pyiqa.utils.registry.ARCH_REGISTRY
     register()
+
+
+def test_the_bridge_follows_the_card_not_the_class() -> None:
+    from dataclasses import replace
+
+    from spips_bench.registry import REGISTRY, MetricSpec
+
+    spec = REGISTRY.get("spips-vgg")
+    REGISTRY.register(replace(spec, pyiqa_bridge=False), overwrite=True)
+    try:
+        assert "spips-vgg" not in bridged_metric_names()
+        plain = MetricSpec(name="psnr-bridged", target="spips_bench.zoo.psnr:PSNR", higher_is_better=True,
+                           pyiqa_bridge=True)
+        REGISTRY.register(plain)
+        try:
+            assert "psnr-bridged" in register()
+            m = pyiqa.create_metric("psnr-bridged", device="cpu")
+            assert m.lower_better is False
+        finally:
+            REGISTRY._specs.pop("psnr-bridged")
+            REGISTRY._aliases.pop("psnr-bridged")
+    finally:
+        REGISTRY.register(spec, overwrite=True)

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spips_bench.report.tables import PAPER_METRICS, MetricInfo, paper_values, render_tables
+from spips_bench.registry import REGISTRY
+from spips_bench.report.tables import MetricInfo, card_paper_row, paper_values, render_tables
 from spips_bench.stats.summary import SummaryRow, summarize_2afc
 
 DATA = Path(__file__).parent / "data" / "bapps-val-judgments"
@@ -151,7 +152,10 @@ def test_paper_values_transcription() -> None:
     keys = [(v.table, v.statistic, v.category, v.paper_metric) for v in values]
     assert len(set(keys)) == len(keys)
     assert all(0 <= v.value <= 1 and f"Table {v.table}," in v.note for v in values)
-    assert {v.paper_metric for v in values} <= set(PAPER_METRICS)
+    # every published row is some card's paper_row, and no two cards claim the same row
+    card_rows = [s.paper_row for s in REGISTRY.specs() if s.paper_row is not None]
+    assert len(card_rows) == len(set(card_rows))
+    assert {v.paper_metric for v in values} <= set(card_rows)
     lookup = {k: v.value for k, v in zip(keys, values, strict=True)}
     # The full model appears in both the ablation and the comparison tables: the two must agree.
     for abla, main, stat in (("II", "V", "plcc"), ("III", "VI", "srcc"), ("IV", "VII", "krcc")):
@@ -237,3 +241,25 @@ def test_latex_compiles(real_rows: list[SummaryRow], tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-3000:]
     assert (tmp_path / "doc.pdf").stat().st_size > 1000
+
+
+def test_paper_rows_come_from_the_cards() -> None:
+    assert card_paper_row("lpips") == "LPIPS"  # AlexNet lin, the lpips default
+    assert card_paper_row("spips-abla2") == "SPIPS-abla2"
+    assert card_paper_row("lpips-vgg") is None  # the paper has no VGG LPIPS row
+    assert card_paper_row("msssim") is None  # an alias is not the name a run records
+    assert card_paper_row("ms-ssim[color='rgb']") is None  # a variant is not the published metric
+    assert MetricInfo("ms-ssim", True).paper_row == "MS-SSIM"
+    assert MetricInfo("mine", True, paper_name="SSIM").paper_row == "SSIM"
+
+
+def test_tables_formats_are_those_of_report_files(capsys: pytest.CaptureFixture[str]) -> None:
+    from spips_bench.cli import build_parser
+    from spips_bench.report.build import REPORT_FILES
+
+    parser = build_parser()
+    assert parser.parse_args(["tables", "--from", "o"]).format is None  # default: every format of REPORT_FILES
+    assert parser.parse_args(["tables", "--from", "o", "--format", ",".join(REPORT_FILES)]).format == list(REPORT_FILES)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["tables", "--from", "o", "--format", "html"])
+    assert "--format takes md and/or tex, got 'html'" in capsys.readouterr().err

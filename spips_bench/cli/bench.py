@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="auto, cpu or cuda (default cpu); names the report file")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--repeats", type=int, default=None, help="timed calls per measurement (default 3)")
-    p.add_argument("--peers", type=_peers, default=["piq", "pyiqa", "lpips"], metavar="piq,pyiqa,lpips|none",
+    p.add_argument("--peers", type=_peers, default=None, metavar="piq,pyiqa,lpips|none",
                    help="reference packages to compare with (default all three)")
     p.add_argument("--out", type=Path, default=Path("results/bench"),
                    help="report folder; writes <device>.md and <device>.csv (default results/bench)")
@@ -84,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
         metrics=args.metrics, sizes=args.sizes or ([48] if quick else [64, 256]),
         deep_sizes=args.deep_sizes or ([48] if quick else [64]),
         batch_size=args.batch_size or (2 if quick else 16), device=device.type, threads=args.threads,
-        repeats=args.repeats or (1 if quick else 3), peers=args.peers, out=args.out, quick=quick,
+        repeats=args.repeats or (1 if quick else 3), out=args.out, quick=quick,
+        **({} if args.peers is None else {"peers": args.peers}),
         run_samples=args.run_samples or (1 if quick else 100), run_workers=args.run_workers,
         system=not args.no_system,
     )

@@ -11,7 +11,7 @@ HELP = "draw where SPIPS sees differences: per-stream quality maps, contribution
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("ref", help="the reference image")
     p.add_argument("images", nargs="+", metavar="IMG", help="one or two distorted images (image0 [image1])")
-    p.add_argument("--metric", default="spips", help="a SPIPS variant (default: spips)")
+    p.add_argument("--metric", default=None, help="a SPIPS variant (default: spips)")
     p.add_argument("--out", type=Path, required=True, help="the figure to write (PNG)")
     p.add_argument("--checkpoint", default=None, help="trained SPIPS heads (safetensors)")
     p.add_argument("--size", type=int, default=None,
@@ -28,13 +28,14 @@ def run(args: argparse.Namespace) -> int:
     from spips_bench.errors import ImageReadError
     from spips_bench.registry import create_metric
     from spips_bench.validation import resolve_device
-    from spips_bench.zoo.spips.explain import explain
+    from spips_bench.zoo.spips.explain import DEFAULT_METRIC, explain
 
     if len(args.images) > 2:
         raise ValueError(f"explain takes one or two distorted images, got {len(args.images)}.")
     if args.size is not None and args.size < 1:
         raise ValueError(f"--size {args.size} must be a positive number of pixels.")
-    _require_spips(args.metric)
+    name = args.metric or DEFAULT_METRIC
+    _require_spips(name)
     device = resolve_device(args.device)
     for path in (args.ref, *args.images):
         if os.path.isdir(path):
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
             raise ImageReadError(f"size mismatch: {args.ref} is {rw}x{rh} but {img.path} is {w}x{h}; "
                                  "pass --size N to resize all images to N x N.")
     options = {"checkpoint": args.checkpoint} if args.checkpoint else {}
-    metric = create_metric(args.metric, **options).to(device)
+    metric = create_metric(name, **options).to(device)
     labels = [f"image{i} ({Path(p).name})" for i, p in enumerate(args.images)]
     result = explain(metric, ref.tensor()[None].to(device),
                      [im.tensor()[None].to(device) for im in imgs], labels=labels, out=args.out)

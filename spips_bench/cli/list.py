@@ -5,12 +5,59 @@ from __future__ import annotations
 import argparse
 import json
 
-HELP = "list the registered metrics: direction, weights needed and present, training state"
+HELP = ("list the registered metrics: direction, weights needed and present, training state "
+        "(--datasets: the registered datasets)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=("text", "md", "json"), default="text",
                    help="output format (md is the catalogue in metrics/README.md)")
+    p.add_argument("--datasets", action="store_true",
+                   help="list the registered datasets (built-in and plugins) instead of the metrics")
+
+
+def dataset_rows() -> list[dict[str, object]]:
+    """One dict per registered dataset (built-ins first); reads the cards and entry points only."""
+    from spips_bench.data.registry import dataset_names, get_dataset
+
+    rows: list[dict[str, object]] = []
+    for name in dataset_names():
+        ds = get_dataset(name)
+        rows.append({"name": ds.name, "title": ds.title, "synthetic": ds.synthetic, "kinds": ds.kind_names(),
+                     "splits": {k: list(ds.kind_splits(k)) for k in ds.kind_names()}, "source": ds.source,
+                     "description": ds.description, "citation": ds.citation, "download": ds.download})
+    return rows
+
+
+def _print_table(table: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for i, row in enumerate(table):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def _list_datasets(fmt: str) -> int:
+    from spips_bench.data.registry import dataset_problems
+
+    rows = dataset_rows()
+    if fmt == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    table: list[tuple[str, ...]] = [("dataset", "title", "judgments", "kinds (splits)", "source")]
+    for r in rows:
+        splits: dict[str, list[str]] = r["splits"]  # type: ignore[assignment]
+        table.append((str(r["name"]), str(r["title"]), "synthetic" if r["synthetic"] else "human",
+                      ", ".join(f"{k} ({'/'.join(v)})" for k, v in splits.items()), str(r["source"])))
+    if fmt == "md":
+        print("| " + " | ".join(table[0]) + " |\n|" + "---|" * len(table[0]))
+        for row in table[1:]:
+            print("| " + " | ".join(row) + " |")
+    else:
+        _print_table(table)
+    for name, err in sorted(dataset_problems().items()):
+        print(f"dataset plugin {name!r} not loaded: {err}")
+    return 0
 
 
 def catalogue_rows() -> list[dict[str, object]]:
@@ -91,6 +138,8 @@ def render_markdown(rows: list[dict[str, object]]) -> str:
 def run(args: argparse.Namespace) -> int:
     from spips_bench.registry import REGISTRY
 
+    if args.datasets:
+        return _list_datasets(args.format)
     rows = catalogue_rows()
     if args.format == "json":
         print(json.dumps(rows, indent=2))

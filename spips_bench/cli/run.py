@@ -41,13 +41,16 @@ def _positive(value: str) -> int:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", type=_csv, required=True, metavar="LIST|all",
                    help="comma-separated metric names (see `spips-bench list`), or 'all'")
-    p.add_argument("--split", choices=("val", "train"), default="val", help="BAPPS split (default val)")
-    p.add_argument("--dataset", choices=("auto", "bapps", "demo"), default="auto",
+    p.add_argument("--split", default="val", metavar="val|train|NAME",
+                   help="BAPPS split: val or train (default val); a dataset plugin may have splits of its own")
+    p.add_argument("--dataset", default="auto", metavar="auto|bapps|demo|NAME",
                    help="auto: BAPPS under the root; the demo set (synthetic judgments) only when no root "
-                        "is named and ./datasets/bapps holds no BAPPS")
+                        "is named and ./datasets/bapps holds no BAPPS. NAME: a dataset plugin "
+                        "(see `spips-bench list --datasets`)")
     p.add_argument("--root", type=Path, default=None,
                    help="BAPPS root holding 2afc/ and jnd/ (default $SPIPS_BENCH_BAPPS or ./datasets/bapps); "
-                        "a root holding no BAPPS is an error; absent categories are named and skipped")
+                        "a root holding no BAPPS is an error; absent categories are named and skipped. For a "
+                        "dataset plugin: its root (default ./datasets/<name>)")
     p.add_argument("--categories", type=_csv, default=None, metavar="A,B",
                    help="categories to score (default: all of the split)")
     p.add_argument("--kinds", type=_csv, default=None, metavar="2afc,jnd",

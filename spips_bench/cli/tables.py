@@ -25,17 +25,19 @@ _REPLAYED = ("metrics", "split", "categories", "kinds", "batch_size", "amp", "lo
 
 
 def _formats(value: str) -> list[str]:
+    from spips_bench.report.build import REPORT_FILES
+
     items = [v.strip() for v in value.split(",") if v.strip()]
-    bad = [v for v in items if v not in ("md", "tex")]
+    bad = [v for v in items if v not in REPORT_FILES]
     if bad or not items:
-        raise argparse.ArgumentTypeError(f"--format takes md and/or tex, got {value!r}")
+        raise argparse.ArgumentTypeError(f"--format takes {' and/or '.join(REPORT_FILES)}, got {value!r}")
     return items
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from", dest="source", type=Path, default=None, metavar="OUT",
                    help="run folder written by `spips-bench run` (its --out)")
-    p.add_argument("--format", type=_formats, default=["md", "tex"], metavar="md,tex",
+    p.add_argument("--format", type=_formats, default=None, metavar="md,tex",
                    help="table formats to write (default md,tex)")
     p.add_argument("--compare-paper", action="store_true",
                    help="show the paper's published values beside ours")
@@ -139,7 +141,8 @@ def _replay(record: dict[str, Any], out: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     from spips_bench.report.build import REPORT_FILES, write_reports
 
-    options = {"formats": args.format, "compare_paper": args.compare_paper, "intervals": args.intervals}
+    formats = list(REPORT_FILES) if args.format is None else args.format  # default: every format
+    options = {"formats": formats, "compare_paper": args.compare_paper, "intervals": args.intervals}
     if args.check is None:
         if args.source is None:
             raise ValueError("pass --from OUT (a run folder of `spips-bench run`), or --check DIR.")
@@ -158,13 +161,13 @@ def run(args: argparse.Namespace) -> int:
     if record is None:
         raise FileNotFoundError(f"{args.check / 'run.json'} not found; --check needs committed results of "
                                 "`spips-bench run`.")
-    reports = [REPORT_FILES[f] for f in args.format]
+    reports = [REPORT_FILES[f] for f in formats]
     with tempfile.TemporaryDirectory(prefix="spips-bench-check-") as tmp:
         out = args.source
         if out is None:
             out = Path(tmp) / "run"
             _replay(record, out)
-        defaults = {"formats": ["md", "tex"], "compare_paper": False, "intervals": False}
+        defaults = {"formats": list(REPORT_FILES), "compare_paper": False, "intervals": False}
         if args.source is not None or options != defaults:  # a replay wrote the default reports already
             _say(f"rebuilding summary.csv and {', '.join(reports)} from {out}")
             write_reports(out, **options)

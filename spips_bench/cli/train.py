@@ -23,7 +23,7 @@ def _non_negative_int(text: str) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--metric", default="spips",
+    p.add_argument("--metric", default=None,
                    help="SPIPS variant to train: spips, spips-vgg, spips-abla1, spips-alex-st, ... "
                    "(default: spips)")
     p.add_argument("--dataset", choices=("bapps", "demo"), default="bapps",
@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
 
     device = str(resolve_device(args.device))
     cfg = TrainConfig(
-        metric=args.metric, dataset=args.dataset, root=args.root, split=args.split, epochs=args.epochs,
+        **({} if args.metric is None else {"metric": args.metric}), dataset=args.dataset, root=args.root,
+        split=args.split, epochs=args.epochs,
         decay_epochs=args.decay_epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         tune=args.tune, device=device, max_samples=args.max_samples,
         heldout_max_samples=args.heldout_max_samples,
@@ -67,5 +68,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"held-out 2AFC{label}: {first.heldout_2afc:.4f} untrained -> {last.heldout_2afc:.4f} after "
           f"epoch {last.epoch} ({result.heldout})")
     print(f"final checkpoint: {result.final_checkpoint}")
-    print(f"evaluate with: spips-bench run --metrics {args.metric} --checkpoint {result.final_checkpoint}")
+    print(f"evaluate with: spips-bench run --metrics {cfg.metric} --checkpoint {result.final_checkpoint}")
     return 0

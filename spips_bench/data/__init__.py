@@ -1,7 +1,9 @@
-"""BAPPS data: streaming readers, the downloader and a synthetic BAPPS-format demo set.
+"""Datasets: the dataset type and registry, BAPPS's streaming readers, the downloader and a synthetic
+BAPPS-format demo set.
 
 Importing this package is light; the submodules (which import torch or urllib) load on first use::
 
+    from spips_bench.data.registry import Dataset, get_dataset
     from spips_bench.data.bapps import TwoAFCDataset
     from spips_bench.data.demo import ensure_demo
 """
@@ -24,6 +26,9 @@ _LAZY = {
     "DEMO_LABEL": "demo",
     "DEMO_VERSION": "demo",
     "download_bapps": "download",
+    "Dataset": "registry",
+    "get_dataset": "registry",
+    "dataset_names": "registry",
 }
 
 __all__ = sorted(_LAZY)

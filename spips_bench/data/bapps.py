@@ -30,16 +30,21 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from spips_bench.data.cards import load_card
 from spips_bench.data.images import read_image
 from spips_bench.errors import DatasetError, ImageReadError
 from spips_bench.run.store import sample_problem
+from spips_bench.stats.kinds import JND, TWO_AFC, JudgmentKind, judgment_kind
 
-TWO_AFC_CATEGORIES: dict[str, tuple[str, ...]] = {
-    "train": ("traditional", "cnn", "mix"),
-    "val": ("traditional", "cnn", "superres", "deblur", "color", "frameinterp"),
+# The names are those of the card spips_bench/data/cards/bapps.toml, in the official order.
+_CARD = load_card("bapps")
+TWO_AFC_CATEGORIES: dict[str, tuple[str, ...]] = {s: tuple(c) for s, c in _CARD["categories"]["2afc"].items()}
+JND_CATEGORIES: tuple[str, ...] = tuple(_CARD["categories"]["jnd"]["val"])
+JND_SPLITS: tuple[str, ...] = tuple(_CARD["splits"]["jnd"])
+#: ``{kind name: {split: categories}}``, from the card, in its order.
+_CATEGORIES: dict[str, dict[str, tuple[str, ...]]] = {
+    kind: {s: tuple(c) for s, c in by_split.items()} for kind, by_split in _CARD["categories"].items()
 }
-JND_CATEGORIES: tuple[str, ...] = ("traditional", "cnn")
-JND_SPLITS: tuple[str, ...] = ("val",)
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 JUDGMENT_SUFFIX = ".npy"
@@ -55,8 +60,10 @@ __all__ = [
     "category_listing",
     "collate",
     "default_bapps_root",
+    "kind_splits",
     "present_categories",
     "read_judgment",
+    "reader_for",
     "resolve_categories",
 ]
 
@@ -66,26 +73,41 @@ def _did_you_mean(value: str, choices: Sequence[str]) -> str:
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
-def _check_split(kind: str, split: str) -> tuple[str, ...]:
-    if kind == "2afc":
-        splits: Sequence[str] = tuple(TWO_AFC_CATEGORIES)
-    elif kind == "jnd":
-        splits = JND_SPLITS
-    else:
-        raise ValueError(f"unknown BAPPS kind {kind!r}; use '2afc' or 'jnd'.")
+def _bapps_kind(kind: str | JudgmentKind) -> str:
+    """The name of a kind BAPPS has; ValueError naming the kinds it has otherwise."""
+    try:
+        return judgment_kind(kind, tuple(_CATEGORIES)).name
+    except ValueError:
+        known = ", ".join(repr(k) for k in _CATEGORIES)
+        raise ValueError(f"unknown BAPPS kind {str(kind)!r}; use one of {known}."
+                         + _did_you_mean(str(kind), tuple(_CATEGORIES))) from None
+
+
+def _check_split(kind: str | JudgmentKind, split: str) -> tuple[str, ...]:
+    name = _bapps_kind(kind)
+    splits: Sequence[str] = tuple(_CATEGORIES[name])
     if split not in splits:
         raise ValueError(
-            f"BAPPS {kind} has no split {split!r}; choose one of {', '.join(splits)}."
+            f"BAPPS {name} has no split {split!r}; choose one of {', '.join(splits)}."
             + _did_you_mean(split, splits)
         )
-    return TWO_AFC_CATEGORIES[split] if kind == "2afc" else JND_CATEGORIES
+    return _CATEGORIES[name][split]
 
 
-def resolve_categories(kind: str, split: str, requested: list[str] | None) -> list[str]:
+def kind_splits(kind: str | JudgmentKind) -> tuple[str, ...]:
+    """The BAPPS splits that have judgments of ``kind`` (2AFC: train and val; JND: val).
+
+    Raises:
+        ValueError: a kind BAPPS does not have.
+    """
+    return tuple(_CATEGORIES[_bapps_kind(kind)])
+
+
+def resolve_categories(kind: str | JudgmentKind, split: str, requested: list[str] | None) -> list[str]:
     """Validate category names for a BAPPS kind and split.
 
     Args:
-        kind: ``"2afc"`` or ``"jnd"``.
+        kind: a judgment kind or its name (``"2afc"``, ``"jnd"``).
         split: ``"train"`` or ``"val"`` for 2AFC; only ``"val"`` for JND.
         requested: category names, or None (or an empty list) for all categories in the official order.
 
@@ -124,11 +146,10 @@ def present_categories(root: str | os.PathLike[str], split: str = "val") -> dict
     from the result.
     """
     out: dict[str, list[str]] = {}
-    for kind in ("2afc", "jnd"):
-        if kind == "jnd" and split not in JND_SPLITS:
-            continue
-        base = Path(root) / kind / split
-        out[kind] = [c for c in _check_split(kind, split) if (base / c).is_dir()]
+    for kind, by_split in _CATEGORIES.items():
+        if split in by_split:
+            base = Path(root).joinpath(*judgment_kind(kind).folder(split))
+            out[kind] = [c for c in by_split[split] if (base / c).is_dir()]
     return out
 
 
@@ -306,23 +327,34 @@ class _SampleProblem(Exception):
 class _PairedFolders(Dataset[dict[str, Any]]):
     """Items made of image parts and one judgment part, all sharing a stem."""
 
+    #: The judgment kind the reader reads (its folders, judgment part and scored pairs).
+    kind: JudgmentKind
     _image_parts: tuple[str, ...] = ()
     _judgment_part: str = ""
     _kind: str = ""
 
     def __init__(self, root: str | os.PathLike[str], split: str, category: str,
                  load_size: int | None = 64, *, report_problems: bool = False,
-                 min_size: tuple[str, int] | None = None) -> None:
+                 min_size: tuple[str, int] | None = None, categories: Sequence[str] | None = None,
+                 dataset: str = "BAPPS") -> None:
         if load_size is not None and (isinstance(load_size, bool) or not isinstance(load_size, int)
                                       or load_size < 1):
             raise ValueError(f"load_size must be a positive int or None (native size), got {load_size!r}.")
-        resolve_categories(self._kind, split, [category])
+        if categories is None:
+            resolve_categories(self._kind, split, [category])
+        elif category not in categories:
+            raise ValueError(f"{dataset} {self._kind} {split} has no category {category!r}; choose from "
+                             f"{', '.join(categories)}." + _did_you_mean(category, categories))
+        self.dataset = dataset
         self.min_size = min_size
         self.root = Path(root)
         self.split = split
         self.category = category
         self.load_size = load_size
         self.folder = self.root / self._kind / split / category
+        if not self.folder.is_dir() and categories is not None:
+            raise DatasetError(f"{self.folder}: {dataset} {self._kind} {split}/{category} not found; point the "
+                               f"root at the folder that holds {self._kind}/.")
         if not self.folder.is_dir():
             raise DatasetError(
                 f"{self.folder}: BAPPS {self._kind} {split}/{category} not found. Download it with "
@@ -441,7 +473,7 @@ class TwoAFCDataset(_PairedFolders):
     Args:
         root: folder holding ``2afc/`` (the official archives' ``dataset/``).
         split: ``"train"`` or ``"val"``.
-        category: one of ``TWO_AFC_CATEGORIES[split]``.
+        category: one of ``TWO_AFC_CATEGORIES[split]`` (or of ``categories``).
         load_size: side in pixels of the PIL bilinear resize (BAPPS protocol: 64); None keeps the
             stored size (the three images of a triplet must then have one size).
         report_problems: keep unpaired names and return a ``{"name", "problem"}`` item for a sample
@@ -449,6 +481,9 @@ class TwoAFCDataset(_PairedFolders):
             holds the message that unpaired names would have raised.
         min_size: ``(metric, px)``: an item with an image whose side (after loading) is below ``px`` is
             a problem that names the metric (what the runner passes at the native load size).
+        categories: the category names of a dataset other than BAPPS in this layout (None: BAPPS's,
+            and only BAPPS's split names).
+        dataset: the dataset's title in the messages.
 
     Raises:
         ValueError: unknown split or category, or a bad load_size.
@@ -458,9 +493,10 @@ class TwoAFCDataset(_PairedFolders):
         ImageReadError: indexing: an image that is missing, empty, unreadable, truncated or not an image.
     """
 
-    _image_parts = ("ref", "p0", "p1")
-    _judgment_part = "judge"
-    _kind = "2afc"
+    kind = TWO_AFC
+    _image_parts = TWO_AFC.image_parts
+    _judgment_part = TWO_AFC.judgment_column
+    _kind = TWO_AFC.name
 
 
 class JNDDataset(_PairedFolders):
@@ -477,9 +513,20 @@ class JNDDataset(_PairedFolders):
         load_size: as in :class:`TwoAFCDataset`.
     """
 
-    _image_parts = ("p0", "p1")
-    _judgment_part = "same"
-    _kind = "jnd"
+    kind = JND
+    _image_parts = JND.image_parts
+    _judgment_part = JND.judgment_column
+    _kind = JND.name
+
+
+def reader_for(kind: str | JudgmentKind) -> type[TwoAFCDataset] | type[JNDDataset]:
+    """The reader class of one judgment kind: :class:`TwoAFCDataset` or :class:`JNDDataset`.
+
+    Raises:
+        ValueError: a kind that no reader of this module reads.
+    """
+    readers = {cls.kind.name: cls for cls in (TwoAFCDataset, JNDDataset)}
+    return readers[judgment_kind(kind, tuple(readers)).name]
 
 
 def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:

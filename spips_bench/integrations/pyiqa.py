@@ -8,11 +8,11 @@ accepts plugins (``register``, entry-point group ``pyiqa.archs``) but ``DEFAULT_
 hook, and ``create_metric`` checks it first, so an entry there is unavoidable.
 
 :func:`register` therefore does the least that works: one arch class (:class:`SpipsBenchArch`) in the
-arch registry under a namespaced type name, and one ``DEFAULT_CONFIGS`` entry per SPIPS variant of the
-spips-bench registry, never replacing a name pyiqa already has (unless ``overwrite``); it is idempotent,
-and :func:`unregister` removes exactly what it added. pyiqa's input checks, device handling and
-``as_loss`` mode then apply unchanged; scores are spips-bench's own (lower = more similar), as an
-``(N, 1)`` tensor like pyiqa's LPIPS.
+arch registry under a namespaced type name, and one ``DEFAULT_CONFIGS`` entry per metric whose card sets
+``pyiqa_bridge = true`` (the SPIPS variants), never replacing a name pyiqa already has (unless
+``overwrite``); it is idempotent, and :func:`unregister` removes exactly what it added. pyiqa's input
+checks, device handling and ``as_loss`` mode then apply unchanged; scores are spips-bench's own (lower =
+more similar), as an ``(N, 1)`` tensor like pyiqa's LPIPS.
 
 Example::
 
@@ -40,11 +40,12 @@ class SpipsBenchArch(torch.nn.Module):
     """A pyiqa network wrapping one spips-bench metric.
 
     Args:
-        metric: spips-bench registry name (``"spips"``, ``"spips-alex-st"``, ...).
+        metric: spips-bench registry name (``"spips-alex-st"``, ...); the ``metric`` of the entry's
+            ``metric_opts``.
         **options: passed to :func:`spips_bench.create_metric` (``checkpoint=``, ``pretrained=``, ...).
     """
 
-    def __init__(self, metric: str = "spips", **options: Any) -> None:
+    def __init__(self, metric: str, **options: Any) -> None:
         super().__init__()
         from spips_bench.registry import create_metric
 
@@ -55,18 +56,18 @@ class SpipsBenchArch(torch.nn.Module):
         return self.metric(dist, ref).view(-1, 1)
 
 
-def spips_metric_names() -> list[str]:
-    """Names of the SPIPS variants in the spips-bench registry."""
+def bridged_metric_names() -> list[str]:
+    """Names of the registered metrics whose spec sets ``pyiqa_bridge`` (the SPIPS variants' cards do)."""
     from spips_bench.registry import REGISTRY
 
-    return [s.name for s in REGISTRY.specs() if s.target.endswith("zoo.spips.model:SPIPS")]
+    return [s.name for s in REGISTRY.specs() if s.pyiqa_bridge]
 
 
 def register(names: list[str] | None = None, *, overwrite: bool = False) -> list[str]:
     """Add spips-bench metrics to pyiqa's ``create_metric``.
 
     Args:
-        names: spips-bench metric names; default every SPIPS variant.
+        names: spips-bench metric names; default :func:`bridged_metric_names`.
         overwrite: replace entries pyiqa already has under the same name (default: leave them).
 
     Returns:
@@ -88,7 +89,7 @@ def register(names: list[str] | None = None, *, overwrite: bool = False) -> list
     if ARCH_TYPE not in ARCH_REGISTRY:
         ARCH_REGISTRY.register(SpipsBenchArch, name=ARCH_TYPE)
     registered: list[str] = []
-    for name in names if names is not None else spips_metric_names():
+    for name in names if names is not None else bridged_metric_names():
         spec = get_spec(name)
         existing = DEFAULT_CONFIGS.get(spec.name)
         ours = existing is not None and existing.get("metric_opts", {}).get("type") == ARCH_TYPE

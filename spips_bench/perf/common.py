@@ -6,21 +6,122 @@
 
 from __future__ import annotations
 
+import functools
+import operator
 import os
 import statistics
 import threading
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 
-#: Metrics of ``--metrics default``: one of each family whose weights work offline, plus SPIPS.
-DEFAULT_METRICS = ("psnr", "ssim", "ms-ssim", "vif", "vifp", "lpips", "stlpips", "dists", "spips",
-                   "spips-alex-st")
+#: The data file that names what the benchmark compares: default metrics, peers, references, targets.
+PLAN_FILE = "perf/targets.toml"
+_THRESHOLD_OPS: dict[str, Callable[[float, float], bool]] = {">=": operator.ge, "<=": operator.le}
+_TARGET_CHECKS = ("peer-ratio", "peer-diff", "reference-diff", "time-ratio", "system")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One performance target of :data:`PLAN_FILE` (its comments define each field)."""
+
+    check: str
+    label: str
+    threshold: str
+    detail: str = ""
+    metric: str = ""
+    peer: str = ""
+    baseline: str = ""
+    key: str = ""
+    size: str = "small"
+    unit: str = ""
+
+    def met(self, value: float) -> bool:
+        """Whether ``value`` meets :attr:`threshold` (``">= 3x"``, ``"<= 1e-6"``)."""
+        op, _, number = self.threshold.partition(" ")
+        return _THRESHOLD_OPS[op](value, float(number.removesuffix("x")))
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """The contents of :data:`PLAN_FILE`: which metric is compared with what, and the targets.
+
+    Attributes:
+        default_metrics: the metrics of ``--metrics default``.
+        packages: the reference packages ``--peers`` may name.
+        peers: metric name -> labels of its peers (:data:`spips_bench.perf.peers.PEERS`).
+        references: metric name -> (function of :mod:`spips_bench.perf.peers`, the zoo metric's options).
+        run_metric: the metric of the ``run`` end-to-end measurement.
+        targets: the targets, in report order.
+    """
+
+    default_metrics: tuple[str, ...]
+    packages: tuple[str, ...]
+    peers: dict[str, tuple[str, ...]]
+    references: dict[str, tuple[str, dict[str, Any]]]
+    run_metric: str
+    targets: tuple[Target, ...]
+
+    @property
+    def run_peer(self) -> str:
+        """The peer that the ``run`` end-to-end measurement is compared with: the first of ``run_metric``.
+
+        Raises:
+            RuntimeError: the plan gives that metric no peer.
+        """
+        labels = self.peers.get(self.run_metric, ())
+        if not labels:
+            raise RuntimeError(f"spips_bench/{PLAN_FILE}: run_metric {self.run_metric!r} has no peer; "
+                               "reinstall spips-bench.")
+        return labels[0]
+
+
+@functools.lru_cache(maxsize=1)
+def bench_plan() -> BenchPlan:
+    """Read :data:`PLAN_FILE` (once).
+
+    Raises:
+        ValueError: the file has an unknown key, check or threshold (a broken install: reinstall).
+    """
+    source = resources.files("spips_bench").joinpath(PLAN_FILE)
+    data = tomllib.loads(source.read_text(encoding="utf-8"))
+    where = f"spips_bench/{PLAN_FILE}"
+    unknown = set(data) - {"default_metrics", "packages", "metrics", "system", "targets"}
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; reinstall spips-bench.")
+    peers: dict[str, tuple[str, ...]] = {}
+    references: dict[str, tuple[str, dict[str, Any]]] = {}
+    for name, table in data.get("metrics", {}).items():
+        extra = set(table) - {"peers", "reference"}
+        if extra:
+            raise ValueError(f"{where}: metrics.{name} has unknown key(s) {sorted(extra)}; reinstall spips-bench.")
+        peers[name] = tuple(table.get("peers", ()))
+        if "reference" in table:
+            references[name] = (table["reference"]["function"], dict(table["reference"].get("options", {})))
+    targets = []
+    for i, entry in enumerate(data.get("targets", []), start=1):
+        try:
+            target = Target(**entry)
+        except TypeError as exc:
+            raise ValueError(f"{where}: target {i}: {exc}; reinstall spips-bench.") from None
+        op, _, number = target.threshold.partition(" ")
+        try:
+            float(number.removesuffix("x"))
+        except ValueError:
+            op = ""
+        if target.check not in _TARGET_CHECKS or op not in _THRESHOLD_OPS:
+            raise ValueError(f"{where}: target {i} ({target.label!r}): check {target.check!r} must be one of "
+                             f"{', '.join(_TARGET_CHECKS)} and threshold {target.threshold!r} look like '>= 3x'.")
+        targets.append(target)
+    return BenchPlan(tuple(data.get("default_metrics", ())), tuple(data.get("packages", ())), peers, references,
+                     str(data.get("system", {}).get("run_metric", "")), tuple(targets))
 
 
 @dataclass
@@ -28,7 +129,8 @@ class BenchConfig:
     """Options of ``spips-bench bench`` (see ``spips-bench bench --help``).
 
     Attributes:
-        metrics: registry names; ``["default"]`` is :data:`DEFAULT_METRICS`, ``["all"]`` every built-in.
+        metrics: registry names; ``["default"]`` is :attr:`BenchPlan.default_metrics`, ``["all"]`` every
+            built-in.
         sizes: image sides in pixels for the metrics without a CNN trunk.
         deep_sizes: image sides for the metrics that load a trunk (default 64, the BAPPS size: at 256 px a
             VGG16 trunk costs about 20 GFLOP per image).
@@ -36,7 +138,7 @@ class BenchConfig:
         device: ``"cpu"`` or ``"cuda"``.
         threads: ``torch.set_num_threads`` for every measurement (and the ``run`` subprocesses).
         repeats: timed calls per measurement, after one warm-up call; the median is reported.
-        peers: reference packages to compare with: subset of ``("piq", "pyiqa", "lpips")``.
+        peers: reference packages to compare with: a subset of :attr:`BenchPlan.packages` (default all).
         out: folder of the report.
         quick: a small smoke run (one size, tiny sets); numbers are not meaningful.
         run_samples: triplets of the small ``run`` set; the large one has ten times as many.
@@ -52,7 +154,7 @@ class BenchConfig:
     device: str = "cpu"
     threads: int = 2
     repeats: int = 3
-    peers: list[str] = field(default_factory=lambda: ["piq", "pyiqa", "lpips"])
+    peers: list[str] = field(default_factory=lambda: list(bench_plan().packages))
     out: Path = Path("results/bench")
     quick: bool = False
     run_samples: int = 100
@@ -70,9 +172,10 @@ class BenchConfig:
         for opt, sizes in (("--sizes", self.sizes), ("--deep-sizes", self.deep_sizes)):
             if not sizes or any(s < 8 for s in sizes):
                 raise ValueError(f"{opt} must list image sides of at least 8 px, got {sizes!r}.")
-        unknown = set(self.peers) - {"piq", "pyiqa", "lpips"}
+        packages = bench_plan().packages
+        unknown = set(self.peers) - set(packages)
         if unknown:
-            raise ValueError(f"--peers: unknown package(s) {sorted(unknown)}; choose among piq, pyiqa, lpips "
+            raise ValueError(f"--peers: unknown package(s) {sorted(unknown)}; choose among {', '.join(packages)} "
                              "or 'none'.")
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"--device must be cpu or cuda, got {self.device!r}.")
@@ -260,7 +363,7 @@ def resolve_metrics(requested: list[str]) -> list[str]:
     names: list[str] = []
     for item in requested:
         if item == "default":
-            names.extend(DEFAULT_METRICS)
+            names.extend(bench_plan().default_metrics)
         elif item == "all":
             names.extend(spec.name for spec in load_cards())
         else:

@@ -4,14 +4,16 @@ Filled into a :class:`~spips_bench.perf.common.BenchResult`:
 
 * section ``zoo``: each metric with its card's options, pairs/s and 2AFC triplets/s;
 * section ``peers``: the zoo metric, configured to do the peer's work, against the peer;
-* section ``reference``: SSIM and MS-SSIM against the unoptimised float64 references;
+* section ``reference``: metrics against their unoptimised float64 references;
 
-then :func:`evaluate_targets` turns the rows (and the system section) into met/missed targets.
+then :func:`evaluate_targets` turns the rows (and the system section) into met/missed targets. Which
+metric has which peers, references and targets is data (:func:`spips_bench.perf.common.bench_plan`).
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import sys
 from collections.abc import Callable
@@ -19,23 +21,19 @@ from typing import Any
 
 import torch
 
+from spips_bench.perf import peers as bench_peers
 from spips_bench.perf.common import (
     BenchConfig,
     BenchResult,
     Row,
+    Target,
+    bench_plan,
     create_for_bench,
     make_images,
     measure,
     profile_table,
 )
-from spips_bench.perf.peers import (
-    Peer,
-    classical_peers,
-    lpips_peer,
-    max_abs_diff,
-    naive_ms_ssim,
-    naive_ssim,
-)
+from spips_bench.perf.peers import PEERS, Peer, make_peer, max_abs_diff
 
 
 def _log(msg: str) -> None:
@@ -49,23 +47,22 @@ def _triplet_fn(metric: Any, batch: dict[str, torch.Tensor]) -> Any:
 
 
 def _peers_for(name: str, metric: Any, config: BenchConfig, result: BenchResult) -> list[Peer]:
-    """The peers of ``name`` among ``config.peers``; a package that is not installed is reported."""
-    try:
-        if name in ("psnr", "ssim", "ms-ssim"):
-            return classical_peers(name, tuple(p for p in config.peers if p in ("piq", "pyiqa")))
-        if name == "lpips" and "lpips" in config.peers:
-            return [lpips_peer(metric, config.device)]
-        if name == "stlpips" and "pyiqa" in config.peers:
-            from spips_bench import weights
-            from spips_bench.perf.peers import stlpips_peer
+    """The peers of ``name`` whose package is among ``config.peers``; one that cannot be built (package not
+    installed, weights absent) is reported in ``result.skipped``."""
+    from spips_bench.errors import WeightsUnavailableError
 
-            found = weights.locate("stlpips-alex")
-            if found is not None:
-                return [stlpips_peer(str(found[1]), config.device)]
-    except ImportError as exc:
-        result.skipped[f"peers of {name}"] = (f"{exc.name or exc} is not installed; install the reference "
-                                              "packages with pip install 'spips-bench[reference,pyiqa]'")
-    return []
+    out: list[Peer] = []
+    for label in bench_plan().peers.get(name, ()):
+        if PEERS[label].package not in config.peers:
+            continue
+        try:
+            out.append(make_peer(label, metric, config.device))
+        except ImportError as exc:
+            result.skipped[f"peers of {name}"] = (f"{exc.name or exc} is not installed; install the reference "
+                                                  "packages with pip install 'spips-bench[reference,pyiqa]'")
+        except WeightsUnavailableError as exc:
+            result.skipped[f"{label} peer of {name}"] = str(exc)
+    return out
 
 
 def measure_metrics(config: BenchConfig, result: BenchResult) -> None:
@@ -105,7 +102,7 @@ def measure_metrics(config: BenchConfig, result: BenchResult) -> None:
                     result.skipped[f"{peer.name} @ {size}px"] = f"the peer needs >= {peer.min_size} px"
                     continue
                 _compare(name, metric, peer, size, batch, config, result)
-            if name in ("ssim", "ms-ssim"):
+            if name in bench_plan().references:
                 _reference(name, size, batch, config, result)
             del metric
 
@@ -144,24 +141,25 @@ def _reference(name: str, size: int, batch: dict[str, torch.Tensor], config: Ben
 
     dev, reps, bs = config.device, config.repeats, config.batch_size
     ref, p0 = batch["ref"], batch["p0"]
-    # the reference pools MS-SSIM's scales by the published product
-    ours, _ = create_for_bench(name, color="rgb", **({} if name == "ssim" else {"combine": "product"}))
+    function, options = bench_plan().references[name]
+    ours, _ = create_for_bench(name, **options)
     ours = ours.to(dev)
-    if name == "ssim":
-        naive: Any = naive_ssim
-    else:
+    reference = getattr(bench_peers, function)
+    if "scales" in inspect.signature(reference).parameters:  # a multi-scale reference: the zoo's scale count
         scales = ms_ssim_num_scales(size, size)
         if size % 2 ** (scales - 1):
-            result.skipped[f"naive ms-ssim @ {size}px"] = "the reference needs sides divisible by 2^(M-1)"
+            result.skipped[f"naive {name} @ {size}px"] = "the reference needs sides divisible by 2^(M-1)"
             return
-        naive = lambda d, r: naive_ms_ssim(d, r, scales)  # noqa: E731
+        naive: Any = functools.partial(reference, scales=scales)
+    else:
+        naive = reference
     with torch.inference_mode():
         diff = max_abs_diff(ours(p0, ref), naive(p0, ref))
     t_ours = measure(lambda: ours(p0, ref), repeats=reps, device=dev)
     # the float64 reference is slow (seconds per call at 256 px): the call above was its warm-up, and one
     # timed call is enough to show the order of magnitude
     t_ref = measure(lambda: naive(p0, ref), repeats=1, device=dev, warmup=False)
-    label = "color=rgb" if name == "ssim" else "color=rgb, combine=product"
+    label = ", ".join(f"{k}={v}" for k, v in options.items())
     result.rows.append(Row("reference", f"{name} [{label}]", size, bs, "pairs/s", t_ours.rate(bs),
                            "naive float64 2-D window", t_ref.rate(bs), diff, t_ours.peak_mib, t_ref.peak_mib,
                            "unoptimised reference: full 11x11 window per moment, float64"))
@@ -170,11 +168,11 @@ def _reference(name: str, size: int, batch: dict[str, torch.Tensor], config: Ben
 # -- targets -----------------------------------------------------------------------------------------
 
 
-def _find(result: BenchResult, section: str, case_prefix: str, size: int, unit: str,
-          peer: str = "") -> Row | None:
+def _find(result: BenchResult, section: str, metric: str, size: int, unit: str, peer: str = "") -> Row | None:
+    """The first row of ``metric`` (its case is the name, or the name and ``[options]``)."""
     for row in result.rows:
-        if (row.section == section and row.case.startswith(case_prefix) and row.size == size
-                and row.unit == unit and (not peer or row.peer == peer)):
+        if (row.section == section and (row.case == metric or row.case.startswith(metric + " ["))
+                and row.size == size and row.unit == unit and (not peer or row.peer == peer)):
             return row
     return None
 
@@ -186,46 +184,38 @@ def _target(result: BenchResult, target: str, measured: float, threshold: str, m
                            ("met" if met else "missed"), "detail": detail})
 
 
+def _measured(t: Target, size: int, result: BenchResult) -> tuple[float, str]:
+    """The value a target compares with its threshold, and its detail line."""
+    if t.check in ("peer-ratio", "peer-diff"):
+        row = _find(result, "peers", t.metric, size, t.unit, t.peer)
+        if row is None:
+            return math.nan, t.detail
+        return (row.ratio if t.check == "peer-ratio" else row.max_abs_diff), t.detail
+    if t.check == "reference-diff":
+        row = _find(result, "reference", t.metric, size, t.unit)
+        return (row.max_abs_diff if row else math.nan), t.detail
+    if t.check == "time-ratio":
+        ours, base = _find(result, "zoo", t.metric, size, t.unit), _find(result, "zoo", t.baseline, size, t.unit)
+        return (base.ours_per_s / ours.ours_per_s if ours and base else math.nan), t.detail
+    return float(result.system.get(t.key, math.nan)), str(result.system.get(t.key + "_detail", ""))
+
+
 def evaluate_targets(config: BenchConfig, result: BenchResult) -> None:
-    """Compare the measurements with the project's performance targets (met / missed / n/a)."""
+    """Compare the measurements with the targets of :func:`~spips_bench.perf.common.bench_plan` (met /
+    missed / n/a); a missed time ratio adds a profile of the slower metric."""
     big = 256 if 256 in config.sizes else max(config.sizes)
-    for name, peer in (("ssim", "piq.ssim"), ("ms-ssim", "piq.multi_scale_ssim")):
-        row = _find(result, "peers", name + " ", big, "pairs/s", peer)
-        r = row.ratio if row else math.nan
-        _target(result, f"{name} {big}px pairs/s vs {peer} (RGB)", r, ">= 3x", r >= 3,
-                "ours / peer throughput")
-        ref = _find(result, "reference", name + " ", big, "pairs/s")
-        d = ref.max_abs_diff if ref else math.nan
-        _target(result, f"{name} {big}px values vs naive float64 reference", d, "<= 1e-6", d <= 1e-6,
-                "max |ours - reference|")
     small = 64 if 64 in config.sizes else min(config.sizes)
-    for name, peer in (("lpips", "lpips.LPIPS"), ("stlpips", "pyiqa stlpips")):
-        row = _find(result, "peers", name, small, "triplets/s", peer)
-        r = row.ratio if row else math.nan
-        d = row.max_abs_diff if row else math.nan
-        _target(result, f"{name} {small}px 2AFC triplets/s vs {peer}", r, ">= 1.3x", r >= 1.3,
-                "ours / peer throughput")
-        _target(result, f"{name} {small}px scores vs {peer}", d, "<= 1e-5", d <= 1e-5, "max |ours - peer|")
-    for unit in ("triplets/s", "pairs/s"):
-        sp = _find(result, "zoo", "spips-alex-st", small, unit)
-        lp = _find(result, "zoo", "stlpips", small, unit)
-        t = lp.ours_per_s / sp.ours_per_s if sp and lp else math.nan
-        _target(result, f"spips-alex-st {small}px time / stlpips time ({unit[:-2]})", t, "<= 1.5x", t <= 1.5,
-                "same shift-tolerant AlexNet trunk")
-        if sp and lp and t > 1.5:
-            m, _ = create_for_bench("spips-alex-st")
+    for t in bench_plan().targets:
+        size = big if t.size == "large" else small
+        value, detail = _measured(t, size, result)
+        label = t.label.format(metric=t.metric, peer=t.peer, baseline=t.baseline, size=size,
+                               unit=t.unit.removesuffix("/s"))
+        met = None if math.isnan(value) else t.met(value)
+        _target(result, label, value, t.threshold, met, detail)
+        if t.check == "time-ratio" and met is False:
+            m, _ = create_for_bench(t.metric)
             imgs = dict(zip(("ref", "p0", "p1"), make_images(small, config.batch_size), strict=True))
             imgs = {k: v.to(config.device) for k, v in imgs.items()}
-            result.profiles[f"spips-alex-st {unit} @ {small}px (slower than 1.5x stlpips)"] = profile_table(
-                _triplet_fn(m.to(config.device), imgs), device=config.device)
-    sysm = result.system
-    for key, label, threshold, ok in (
-        ("conv_fraction", f"backbone convs GFLOP/s / matmul GFLOP/s (alex-st, {small}px)", ">= 0.5",
-         lambda v: v >= 0.5),
-        ("run_vs_pyiqa", "`run` end to end ST-LPIPS triplets/s vs pyiqa in memory", ">= 1.3x",
-         lambda v: v >= 1.3),
-        ("run_memory_ratio", "`run` peak RSS at 10N / at N", "<= 1.1x", lambda v: v <= 1.1),
-    ):
-        v = float(sysm.get(key, math.nan))
-        _target(result, label, v, threshold, None if math.isnan(v) else bool(ok(v)),
-                str(sysm.get(key + "_detail", "")))
+            result.profiles[f"{t.metric} {t.unit} @ {small}px (slower than {t.threshold.split()[1]} "
+                            f"{t.baseline})"] = profile_table(_triplet_fn(m.to(config.device), imgs),
+                                                              device=config.device)

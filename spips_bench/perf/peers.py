@@ -1,7 +1,9 @@
 """Reference implementations that ``spips-bench bench`` times and checks the zoo against.
 
 Every peer does the same work as the zoo metric it is paired with (same colour path, same window,
-same weights), so a throughput ratio measures the implementation, not a different computation:
+same weights), so a throughput ratio measures the implementation, not a different computation. Each
+peer is registered in :data:`PEERS` under its report label; ``perf/targets.toml`` says which zoo metric
+it is paired with:
 
 * PSNR, SSIM, MS-SSIM on RGB against ``piq`` (``piq`` computes per RGB channel; the zoo metric is
   built with ``color="rgb"`` for the comparison);
@@ -19,12 +21,16 @@ check: a full 11 x 11 window per moment, float64, no mean shift, no separable fi
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
+
+from spips_bench.zoo.backbones import slice_names
+from spips_bench.zoo.filters import gaussian_window_2d
 
 #: A scoring function ``(dist, ref) -> (N,)`` scores.
 PairFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -52,17 +58,10 @@ class Peer:
 # -- unoptimised references ------------------------------------------------------------------------
 
 
-def _window_2d(kernel_size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    coords = torch.arange(kernel_size, dtype=torch.float64) - (kernel_size - 1) / 2.0
-    g = torch.exp(-(coords**2) / (2.0 * sigma**2))
-    w = g[:, None] * g[None, :]
-    return w / w.sum()
-
-
 def _naive_maps(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """SSIM and contrast-structure maps by the textbook formulas, one 2-D filtering per moment."""
     c = x.shape[1]
-    w = _window_2d().to(x.device).expand(c, 1, 11, 11)
+    w = gaussian_window_2d().to(x.device).expand(c, 1, 11, 11)
 
     def filt(t: torch.Tensor) -> torch.Tensor:
         return F.conv2d(t, w, groups=c)
@@ -100,42 +99,82 @@ def naive_ms_ssim(dist: torch.Tensor, ref: torch.Tensor, scales: int) -> torch.T
 # -- peers -----------------------------------------------------------------------------------------
 
 
-def classical_peers(metric: str, packages: tuple[str, ...] = ("piq", "pyiqa")) -> list[Peer]:
-    """Peers of a classical metric (``psnr``, ``ssim``, ``ms-ssim``) from ``packages``; empty for others.
+#: Builds a peer for a zoo metric instance on a device. Raises ImportError when its package is absent.
+PeerFactory = Callable[[torch.nn.Module, str], Peer]
+
+
+@dataclass(frozen=True)
+class PeerEntry:
+    """A registered peer: the reference package it needs (the start of its label, up to the first ``.`` or
+    space: ``piq.ssim`` needs ``piq``) and how to build it."""
+
+    package: str
+    build: PeerFactory
+
+
+#: Every peer, by its label in the report (``perf/targets.toml`` pairs the labels with zoo metrics).
+PEERS: dict[str, PeerEntry] = {}
+
+
+def _peer(label: str) -> Callable[[PeerFactory], PeerFactory]:
+    def deco(factory: PeerFactory) -> PeerFactory:
+        PEERS[label] = PeerEntry(re.split(r"[. ]", label, maxsplit=1)[0], factory)
+        return factory
+
+    return deco
+
+
+def make_peer(label: str, ours: torch.nn.Module, device: str = "cpu") -> Peer:
+    """Build the peer registered as ``label`` for the zoo metric ``ours``.
 
     Raises:
-        ImportError: a requested package is not installed.
+        KeyError: no peer has that label.
+        ImportError: the peer's package is not installed.
+        WeightsUnavailableError: the weight file both sides read is not on this machine.
     """
-    peers: list[Peer] = []
-    if "piq" in packages:
-        import piq
-
-        if metric == "psnr":
-            peers.append(Peer("piq.psnr", lambda d, r: piq.psnr(d, r, data_range=1.0, reduction="none"),
-                              {"color": "rgb"}, "RGB, squared error pooled over channels"))
-        elif metric == "ssim":
-            peers.append(Peer("piq.ssim", lambda d, r: piq.ssim(d, r, data_range=1.0, reduction="none",
-                                                                 downsample=False),
-                              {"color": "rgb"}, "RGB per channel, no downsampling", min_size=11))
-        elif metric == "ms-ssim":
-            peers.append(Peer("piq.multi_scale_ssim",
-                              lambda d, r: piq.multi_scale_ssim(d, r, data_range=1.0, reduction="none"),
-                              {"color": "rgb", "combine": "product"},
-                              "RGB per channel, 5 scales, product pooling", min_size=161))
-    if "pyiqa" in packages and metric in ("ssim", "ms-ssim"):
-        peers.extend(_pyiqa_ssim(ms=metric == "ms-ssim"))
-    return peers
+    return PEERS[label].build(ours, device)
 
 
-def _pyiqa_ssim(ms: bool) -> list[Peer]:
-    from pyiqa.archs.ssim_arch import MS_SSIM, SSIM
+@_peer("piq.psnr")
+def _piq_psnr(ours: torch.nn.Module, device: str) -> Peer:
+    import piq
 
-    if ms:
-        net: torch.nn.Module = MS_SSIM(downsample=False, test_y_channel=True, is_prod=True)
-        return [Peer("pyiqa ms_ssim", _call(net), {"color": "y", "combine": "product"},
-                     "BT.601 luma (YIQ Y), float64, 5 scales, product pooling", min_size=161)]
+    return Peer("piq.psnr", lambda d, r: piq.psnr(d, r, data_range=1.0, reduction="none"),
+                {"color": "rgb"}, "RGB, squared error pooled over channels")
+
+
+@_peer("piq.ssim")
+def _piq_ssim(ours: torch.nn.Module, device: str) -> Peer:
+    import piq
+
+    return Peer("piq.ssim", lambda d, r: piq.ssim(d, r, data_range=1.0, reduction="none", downsample=False),
+                {"color": "rgb"}, "RGB per channel, no downsampling", min_size=11)
+
+
+@_peer("piq.multi_scale_ssim")
+def _piq_ms_ssim(ours: torch.nn.Module, device: str) -> Peer:
+    import piq
+
+    return Peer("piq.multi_scale_ssim", lambda d, r: piq.multi_scale_ssim(d, r, data_range=1.0, reduction="none"),
+                {"color": "rgb", "combine": "product"}, "RGB per channel, 5 scales, product pooling",
+                min_size=161)
+
+
+@_peer("pyiqa ssim")
+def _pyiqa_ssim(ours: torch.nn.Module, device: str) -> Peer:
+    from pyiqa.archs.ssim_arch import SSIM
+
     net = SSIM(downsample=False, test_y_channel=True)
-    return [Peer("pyiqa ssim", _call(net), {"color": "y"}, "BT.601 luma (YIQ Y), float64", min_size=11)]
+    return Peer("pyiqa ssim", _call(net), {"color": "y"}, "BT.601 luma (YIQ Y), float64", min_size=11)
+
+
+@_peer("pyiqa ms_ssim")
+def _pyiqa_ms_ssim(ours: torch.nn.Module, device: str) -> Peer:
+    from pyiqa.archs.ssim_arch import MS_SSIM
+
+    net = MS_SSIM(downsample=False, test_y_channel=True, is_prod=True)
+    return Peer("pyiqa ms_ssim", _call(net), {"color": "y", "combine": "product"},
+                "BT.601 luma (YIQ Y), float64, 5 scales, product pooling", min_size=161)
 
 
 def _call(net: torch.nn.Module) -> PairFn:
@@ -147,6 +186,7 @@ def _call(net: torch.nn.Module) -> PairFn:
     return fn
 
 
+@_peer("lpips.LPIPS")
 def lpips_peer(ours: torch.nn.Module, device: str = "cpu") -> Peer:
     """``lpips.LPIPS`` (alex, v0.1) with ``ours.trunk`` copied into its network, lin weights from its wheel.
 
@@ -187,15 +227,27 @@ def stlpips_peer(weight_path: str, device: str = "cpu") -> Peer:
                 "shift-tolerant AlexNet + lin, one checkpoint file (stlpips-pytorch wheel)", min_size=21)
 
 
+@_peer("pyiqa stlpips")
+def _pyiqa_stlpips(ours: torch.nn.Module, device: str) -> Peer:
+    """:func:`stlpips_peer` on the checkpoint file of the zoo metric ``ours`` (its card's weight file)."""
+    from spips_bench import weights
+    from spips_bench.errors import WeightsUnavailableError
+
+    names = tuple(getattr(getattr(ours, "spec", None), "weights", ()))
+    found = weights.locate(names[0]) if len(names) == 1 else None
+    if found is None:
+        raise WeightsUnavailableError(f"the pyiqa stlpips peer reads the checkpoint of {ours!r} (weight files "
+                                      f"{list(names)}), which is not on this machine: pip install stlpips-pytorch.")
+    return stlpips_peer(str(found[1]), device)
+
+
 def _copy_trunk(trunk: torch.nn.Module, net: torch.nn.Module, label: str) -> None:
     """Copy ``features.<i>.*`` of a zoo trunk into ``slice<k>.<i>.*`` of an lpips-style network."""
     target = net.state_dict()
-    bounds = (-1, *cast(Any, trunk).taps)
+    names = slice_names(cast(Any, trunk))
     copied = {}
     for key, value in trunk.state_dict().items():
-        idx = int(key.split(".")[1])
-        k = next(j for j in range(1, len(bounds)) if bounds[j - 1] < idx <= bounds[j])
-        name = f"slice{k}.{key[len('features.'):]}"
+        name = names[key]
         if name not in target or target[name].shape != value.shape:
             raise ValueError(f"{label}: trunk tensor {key} has no counterpart {name} of shape "
                              f"{tuple(value.shape)}; the architectures differ.")

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from spips_bench.perf.common import BenchResult
+from spips_bench.perf.common import BenchResult, bench_plan
 
 #: Full BAPPS val: 2AFC triplets (six categories) and JND pairs (two categories), protocol section 1.
 BAPPS_VAL_TRIPLETS = 35_844
@@ -46,7 +46,7 @@ def machine_info(threads: int, load_start: tuple[float, ...] | None = None) -> d
         info["load average (1, 5, 15 min) at the end"] = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
-    for pkg in ("spips-bench", "torch", "torchvision", "piq", "pyiqa", "lpips", "numpy"):
+    for pkg in ("spips-bench", "torch", "torchvision", *bench_plan().packages, "numpy"):
         try:
             info[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -104,10 +104,10 @@ def csv_rows(result: BenchResult) -> list[dict[str, Any]]:
                                  f"{t['gflops_conv_only']:.1f} GFLOP/s"})
     run = result.system.get("run")
     if run:
-        rows.append({"section": "system", "case": "run end to end (stlpips)", "size": 64,
+        rows.append({"section": "system", "case": f"run end to end ({bench_plan().run_metric})", "size": 64,
                      "batch": result.config.batch_size, "unit": "triplets/s",
                      "ours": run["10N"]["triplets_per_s"],
-                     "peer": "pyiqa stlpips in memory", "peer_value": run["pyiqa_triplets_per_s"],
+                     "peer": f"{bench_plan().run_peer} in memory", "peer_value": run["pyiqa_triplets_per_s"],
                      "ratio": result.system["run_vs_pyiqa"], "max_abs_diff": run["max_abs_diff"],
                      "note": f"{run['10N']['triplets']} triplets from PNG"})
         rows.append({"section": "system", "case": "run peak RSS", "size": 64, "unit": "MiB",
@@ -243,7 +243,7 @@ def _system_md(result: BenchResult) -> list[str]:
         lines += _table(["run", "triplets", "seconds", "triplets/s", "peak RSS MiB"],
                         [[k, run[k]["triplets"], _f(run[k]["seconds"], 2), _f(run[k]["triplets_per_s"]),
                           _f(run[k]["peak_rss_mib"], 0)] for k in ("N", "10N")])
-        lines += [f"pyiqa stlpips in memory: {_f(run['pyiqa_triplets_per_s'])} triplets/s; ratio "
+        lines += [f"{bench_plan().run_peer} in memory: {_f(run['pyiqa_triplets_per_s'])} triplets/s; ratio "
                   f"{_f(result.system['run_vs_pyiqa'], 2)}; max |score difference| "
                   f"{_f(run['max_abs_diff'], 3)}; peak RSS 10N / N: "
                   f"{_f(result.system['run_memory_ratio'], 3)}.",

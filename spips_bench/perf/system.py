@@ -4,10 +4,10 @@
 * GFLOP/s of the backbone convolutions at the BAPPS size (convolution FLOPs counted by
   ``torch.utils.flop_counter.FlopCounterMode``, one multiply-add = 2 FLOPs) against a 2048 x 2048 float32
   matmul measured in the same process;
-* ``spips-bench run`` with ST-LPIPS, as a subprocess, on PNG files in the BAPPS layout (a generated set
-  of N triplets and one of 10 N): triplets per second from its ``run.json`` and peak resident memory
-  from its ``ru_maxrss`` (read by a small wrapper process); against pyiqa's ST-LPIPS on the same
-  triplets already decoded in memory.
+* ``spips-bench run`` with the plan's ``run_metric`` (ST-LPIPS), as a subprocess, on PNG files in the
+  BAPPS layout (a generated set of N triplets and one of 10 N): triplets per second from its ``run.json``
+  and peak resident memory from its ``ru_maxrss`` (read by a small wrapper process); against that
+  metric's first peer (pyiqa's ST-LPIPS) on the same triplets already decoded in memory.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from spips_bench.perf.common import BenchConfig, BenchResult, measure
+from spips_bench.perf.common import BenchConfig, BenchResult, bench_plan, create_for_bench, measure
 
 
 def _log(msg: str) -> None:
@@ -141,9 +141,10 @@ sys.exit(rc)
 
 
 def run_subprocess(root: Path, out: Path, config: BenchConfig) -> dict[str, Any]:
-    """Run ``spips-bench run --metrics stlpips`` on ``root``; throughput and peak RSS of that process
-    (``ru_maxrss`` of the largest of its processes, DataLoader workers included)."""
-    cmd = [sys.executable, "-m", "spips_bench", "run", "--metrics", "stlpips", "--dataset", "bapps",
+    """Run ``spips-bench run --metrics RUN_METRIC`` (:attr:`~spips_bench.perf.common.BenchPlan.run_metric`)
+    on ``root``; throughput and peak RSS of that process (``ru_maxrss`` of the largest of its processes,
+    DataLoader workers included)."""
+    cmd = [sys.executable, "-m", "spips_bench", "run", "--metrics", bench_plan().run_metric, "--dataset", "bapps",
            "--root", str(root), "--categories", "traditional", "--kinds", "2afc", "--out", str(out),
            "--device", config.device, "--batch-size", str(config.batch_size), "--workers",
            str(config.run_workers), "--bootstrap", "100", "--offline", "--no-progress"]
@@ -172,15 +173,18 @@ def run_subprocess(root: Path, out: Path, config: BenchConfig) -> dict[str, Any]
 
 
 def pyiqa_in_memory(root: Path, config: BenchConfig) -> tuple[float, dict[str, tuple[float, float]]]:
-    """Triplets/s of pyiqa's ST-LPIPS on the triplets of ``root``, decoded beforehand; and its scores."""
-    from spips_bench import weights
-    from spips_bench.data.bapps import TwoAFCDataset, collate
-    from spips_bench.perf.peers import stlpips_peer
+    """Triplets/s of the run metric's peer (pyiqa's ST-LPIPS) on the triplets of ``root``, decoded
+    beforehand; and its scores.
 
-    found = weights.locate("stlpips-alex")
-    if found is None:
-        raise RuntimeError("the ST-LPIPS AlexNet checkpoint is not installed (pip install stlpips-pytorch).")
-    peer = stlpips_peer(str(found[1]), config.device)
+    Raises:
+        WeightsUnavailableError: the checkpoint both sides read is not installed.
+    """
+    from spips_bench.data.bapps import TwoAFCDataset, collate
+    from spips_bench.perf.peers import make_peer
+
+    ours, _ = create_for_bench(bench_plan().run_metric)
+    peer = make_peer(bench_plan().run_peer, ours, config.device)
+    del ours
     ds = TwoAFCDataset(root, "val", "traditional", 64)
     bs = config.batch_size
     batches = [collate([ds[i] for i in range(s, min(s + bs, len(ds)))]) for s in range(0, len(ds), bs)]
@@ -217,12 +221,15 @@ def run_end_to_end(config: BenchConfig) -> dict[str, Any]:
         _log(f"bench: spips-bench run on {n} triplets")
         results["N"] = run_subprocess(small, tmp / "runN", config)
         big = write_run_set(tmp / "set10N", 10 * n, seed=10 * n)
-        _log(f"bench: pyiqa stlpips in memory on {10 * n} triplets, then spips-bench run on them, then pyiqa")
-        with_peer = "pyiqa" in config.peers
+        from spips_bench.perf.peers import PEERS
+
+        label = bench_plan().run_peer
+        _log(f"bench: {label} in memory on {10 * n} triplets, then spips-bench run on them, then the peer")
+        with_peer = PEERS[label].package in config.peers
         rate_before, peer_scores = pyiqa_in_memory(big, config) if with_peer else (math.nan, {})
         results["10N"] = run_subprocess(big, tmp / "run10N", config)
         rate_after, _ = pyiqa_in_memory(big, config) if with_peer else (math.nan, {})
-        stored = ScoreStore(tmp / "run10N").read_scores("2afc", "traditional", "stlpips")
+        stored = ScoreStore(tmp / "run10N").read_scores("2afc", "traditional", bench_plan().run_metric)
         diff = max((abs(a - b) for name, pair in peer_scores.items() for a, b in zip(pair, stored[name],
                                                                                       strict=True)),
                    default=math.nan)

@@ -32,8 +32,8 @@ def _summaries(store: ScoreStore, record: Mapping[str, Any], n_boot: int, seed: 
     """
     import numpy as np
 
-    from spips_bench.run.store import SCORE_COLUMNS
-    from spips_bench.stats.summary import summarize_2afc, summarize_jnd
+    from spips_bench.stats.kinds import judgment_kind
+    from spips_bench.stats.summary import summarize
 
     metrics: Mapping[str, Any] = record.get("metrics", {})
     expected: Mapping[str, int] = record.get("categories", {})
@@ -70,7 +70,7 @@ def _summaries(store: ScoreStore, record: Mapping[str, Any], n_boot: int, seed: 
         samples = sorted(judgments)
         h = np.array([judgments[s] for s in samples], dtype=np.float64)
         d = np.array([scores[s] for s in samples], dtype=np.float64)
-        d = d.reshape(len(samples), len(SCORE_COLUMNS[kind]))
+        d = d.reshape(len(samples), len(judgment_kind(kind).score_columns))
         failed = np.isnan(d).any(axis=1)
         infinite = np.isinf(d).any(axis=1) & ~failed
         keep = ~failed & np.isfinite(h)
@@ -84,12 +84,8 @@ def _summaries(store: ScoreStore, record: Mapping[str, Any], n_boot: int, seed: 
                          "(the metric failed on each; listed in run.json).")
             continue
         hib = bool(info["higher_is_better"])
-        if kind == "2afc":
-            rows += summarize_2afc(category, metric, d[keep, 0], d[keep, 1], h[keep], higher_is_better=hib,
-                                   n_boot=n_boot, seed=seed)
-        else:
-            rows += summarize_jnd(category, metric, d[keep, 0], h[keep], higher_is_better=hib,
-                                  n_boot=n_boot, seed=seed)
+        columns = tuple(d[keep, j] for j in range(d.shape[1]))
+        rows += summarize(kind, category, metric, columns, h[keep], higher_is_better=hib, n_boot=n_boot, seed=seed)
     for metric, places in nan_counts.items():
         notes.append(f"{metric}: NaN scores excluded from all statistics ({'; '.join(places)} samples; listed in "
                      "run.json).")
@@ -101,8 +97,11 @@ def _summaries(store: ScoreStore, record: Mapping[str, Any], n_boot: int, seed: 
 
 
 def report_title(record: Mapping[str, Any]) -> str:
-    """"BAPPS val", or "Demo set (synthetic judgments)" so that synthetic data is always labelled."""
+    """"BAPPS val", or "Demo set (synthetic judgments)" so that synthetic data is always labelled; a
+    dataset plugin's own title (recorded with "(synthetic judgments)" when its judgments are)."""
     ds = record.get("dataset", {})
+    if ds.get("title"):
+        return str(ds["title"])
     if ds.get("synthetic_judgments"):
         return f"Demo set ({ds.get('label', 'synthetic judgments')})"
     return f"BAPPS {ds.get('split', '?')}"

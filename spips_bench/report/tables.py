@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
+from spips_bench.registry import REGISTRY
+from spips_bench.stats.kinds import CORRELATIONS, JND, TWO_AFC
 from spips_bench.stats.summary import SummaryRow
 
 #: BAPPS categories in the paper's column order, with the paper's column headers.
@@ -27,12 +29,6 @@ CATEGORY_HEADERS = {"cnn": "CNN", "color": "Color", "deblur": "Deblur", "framein
                     "superres": "SR", "traditional": "Trad"}
 #: Table VIII's column order.
 JND_CATEGORIES = ("cnn", "traditional")
-#: Paper row names -> registry names. The paper's LPIPS row is taken to be AlexNet "lin" (the lpips
-#: default); the paper does not say.
-PAPER_METRICS = {"PSNR": "psnr", "SSIM": "ssim", "MS-SSIM": "ms-ssim", "VIF": "vif", "DISTS": "dists",
-                 "LPIPS": "lpips", "SPIPS": "spips", "SPIPS-abla1": "spips-abla1",
-                 "SPIPS-abla2": "spips-abla2",
-                 "Ablation 1": "spips-abla1", "Ablation 2": "spips-abla2"}
 PAPER_CSV_COLUMNS = ("table", "kind", "statistic", "category", "paper_metric", "value", "note")
 _UNTRAINED = "†"
 
@@ -48,7 +44,9 @@ class MetricInfo:
         note: printed as a footnote when not empty.
         ablation_of: the full metric this one ablates (it then goes to Tables II-IV); ``None`` for a full
             metric. The runner takes it from the metric's card, never from its name.
-        paper_name: the paper's row for this metric; ``None`` looks the name up in :data:`PAPER_METRICS`.
+        paper_name: the paper's row for this metric; ``None`` takes the ``paper_row`` of the metric's card
+            (:attr:`spips_bench.registry.MetricSpec.paper_row`; the card of ``lpips``, AlexNet "lin", holds
+            the paper's LPIPS row, which the paper does not define further).
     """
 
     name: str
@@ -65,9 +63,17 @@ class MetricInfo:
 
     @property
     def paper_row(self) -> str | None:
+        """The paper's row compared with this metric: :attr:`paper_name`, else its card's, else ``None``."""
         if self.paper_name is not None:
             return self.paper_name
-        return next((paper for paper, ours in PAPER_METRICS.items() if ours == self.name), None)
+        return card_paper_row(self.name)
+
+
+def card_paper_row(name: str) -> str | None:
+    """The ``paper_row`` of the card registered exactly as ``name`` (not an alias, not a variant such as
+    ``ms-ssim[color='rgb']``), or ``None``."""
+    spec = next((s for s in REGISTRY.specs() if s.name == name), None)
+    return spec.paper_row if spec is not None else None
 
 
 @dataclass(frozen=True)
@@ -220,38 +226,41 @@ def render_tables(rows: Iterable[SummaryRow], metrics: Mapping[str, MetricInfo] 
     shown = [m for m in infos if m in present]
     main = [m for m in shown if infos[m].base is None]
     ablated = [m for m in shown if infos[m].base is not None]
-    cats_2afc = _categories(values, "2afc")
-    cats_jnd = [c for c in JND_CATEGORIES if c in _categories(values, "jnd")]
-    cats_jnd += [c for c in _categories(values, "jnd") if c not in cats_jnd]
+    cats_2afc = _categories(values, TWO_AFC.name)
+    cats_jnd = [c for c in JND_CATEGORIES if c in _categories(values, JND.name)]
+    cats_jnd += [c for c in _categories(values, JND.name) if c not in cats_jnd]
     tables: list[_Table | None] = []
-    score_cols = [("2afc", c, "2afc_score", CATEGORY_HEADERS.get(c, c)) for c in cats_2afc]
-    score_cols += [("jnd", c, "jnd_map", f"JND {CATEGORY_HEADERS.get(c, c)}") for c in cats_jnd]
+    kind_cats = ((TWO_AFC, cats_2afc), (JND, cats_jnd))
+    score_cols = [(k.name, c, k.headline, f"{k.column_prefix}{CATEGORY_HEADERS.get(c, c)}")
+                  for k, cats in kind_cats for c in cats]
     if score_cols:
-        tables.append(ctx.table(f"{title}: BAPPS scores in percent (2AFC score; JND mAP)", shown,
-                                score_cols, percent=True))
+        headlines = "; ".join(k.headline_label for k, _ in kind_cats)
+        tables.append(ctx.table(f"{title}: scores in percent ({headlines})", shown, score_cols,
+                                percent=True))
     paper_main, paper_abla = _paper_lookup(("V", "VI", "VII", "VIII")), _paper_lookup(("II", "III", "IV"))
     for stat, name, number in (("plcc", "PLCC", "V"), ("srcc", "SRCC", "VI"), ("krcc", "KRCC", "VII")):
-        cols = [("2afc", c, stat, CATEGORY_HEADERS.get(c, c)) for c in cats_2afc]
+        cols = [(TWO_AFC.name, c, stat, CATEGORY_HEADERS.get(c, c)) for c in cats_2afc]
         if cols and main:
-            tables.append(ctx.table(f"{title}: {name} on 2AFC, paper protocol (decision correlation); "
+            tables.append(ctx.table(f"{title}: {name} on {TWO_AFC.label}, paper protocol (decision correlation); "
                                     f"layout of the paper's Table {number}", main, cols, paper=paper_main))
     if cats_jnd and main:
-        cols = [("jnd", c, s, f"{CATEGORY_HEADERS.get(c, c)} {s.upper()}")
-                for c in cats_jnd for s in ("plcc", "srcc", "krcc")]
-        tables.append(ctx.table(f"{title}: PLCC, SRCC and KRCC on JND (similarity -d vs. 'same'); layout of "
-                                "the paper's Table VIII", main, cols, paper=paper_main))
+        cols = [(JND.name, c, s, f"{CATEGORY_HEADERS.get(c, c)} {s.upper()}")
+                for c in cats_jnd for s in CORRELATIONS]
+        tables.append(ctx.table(f"{title}: PLCC, SRCC and KRCC on {JND.label} (similarity -d vs. "
+                                f"'{JND.judgment_column}'); layout of the paper's Table VIII", main, cols,
+                                paper=paper_main))
     if ablated and cats_2afc:
         # Paper order: each full metric after its ablations.
         family = []
         for base in dict.fromkeys(infos[a].base for a in ablated):
             family += [a for a in ablated if infos[a].base == base] + ([base] if base in shown else [])
         for stat, name, number in (("plcc", "PLCC", "II"), ("srcc", "SRCC", "III"), ("krcc", "KRCC", "IV")):
-            cols = [("2afc", c, stat, CATEGORY_HEADERS.get(c, c)) for c in cats_2afc]
-            tables.append(ctx.table(f"{title}: {name} of ablations on 2AFC, paper protocol; layout of the "
+            cols = [(TWO_AFC.name, c, stat, CATEGORY_HEADERS.get(c, c)) for c in cats_2afc]
+            tables.append(ctx.table(f"{title}: {name} of ablations on {TWO_AFC.label}, paper protocol; layout of the "
                                     f"paper's Table {number}", family, cols, paper=paper_abla))
     if cats_2afc:
-        blocks = [[("2afc", c, f"{s}_continuous", CATEGORY_HEADERS.get(c, c)) for c in cats_2afc]
-                  for s in ("plcc", "srcc", "krcc")]
+        blocks = [[(TWO_AFC.name, c, f"{s}_continuous", CATEGORY_HEADERS.get(c, c)) for c in cats_2afc]
+                  for s in CORRELATIONS]
         tables.append(ctx.stacked(f"{title}: continuous variant, correlation of d0 - d1 with the judgment "
                                   "(not the paper protocol)", shown, blocks, ("PLCC", "SRCC", "KRCC")))
     notes = _notes(infos, shown, footnotes, compare_paper, intervals)

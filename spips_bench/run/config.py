@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 KINDS = ("2afc", "jnd")
+#: The ``dataset`` values the runner resolves itself (BAPPS, the demo set and the choice between them);
+#: every other name is a plugin of :mod:`spips_bench.data.registry`.
+BUILTIN_DATASETS = ("auto", "bapps", "demo")
 #: The policies for a sample that cannot be used; the first is the default.
 ON_ERROR = ("fail", "skip")
 
@@ -18,8 +21,9 @@ class RunConfig:
         metrics: registry names, or ``["all"]`` for every registered metric.
         split: ``"val"`` or ``"train"``.
         dataset: ``"auto"`` (BAPPS under the root; the demo set only when no root was named and
-            ``./datasets/bapps`` holds none), ``"bapps"`` or ``"demo"``. A root holding a demo set is
-            always labelled as the demo set (synthetic judgments).
+            ``./datasets/bapps`` holds none), ``"bapps"``, ``"demo"`` or the name of a dataset plugin
+            (:mod:`spips_bench.data.registry`). A root holding a demo set is always labelled as the demo
+            set (synthetic judgments) under ``auto``, ``bapps`` and ``demo``.
         root: BAPPS root (holding ``2afc/``, ``jnd/``); None: ``$SPIPS_BENCH_BAPPS`` or ``./datasets/bapps``.
             A named root that holds no BAPPS is an error. With ``dataset="demo"`` an explicit root is
             where the demo set is generated.
@@ -74,8 +78,10 @@ class RunConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}.")
         if self.workers < 0 or self.bootstrap < 0:
             raise ValueError(f"workers and bootstrap must be >= 0, got {self.workers}, {self.bootstrap}.")
-        if self.dataset not in ("auto", "bapps", "demo"):
-            raise ValueError(f"dataset must be 'auto', 'bapps' or 'demo', got {self.dataset!r}.")
+        if self.dataset != "auto":
+            from spips_bench.data.registry import get_dataset
+
+            self.dataset = get_dataset(self.dataset).name  # unknown names fail here, listing the known ones
         if not self.metrics:
             raise ValueError("no metrics requested; pass metric names or 'all' (see `spips-bench list`).")
         if self.on_error not in ON_ERROR:

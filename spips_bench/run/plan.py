@@ -9,7 +9,7 @@ from typing import Any
 
 from spips_bench.errors import DatasetError, RunConfigError, WeightsUnavailableError
 from spips_bench.io import sha256_file
-from spips_bench.run.config import KINDS, RunConfig
+from spips_bench.run.config import BUILTIN_DATASETS, KINDS, RunConfig
 from spips_bench.run.record import FINGERPRINT_KEYS, json_safe, weight_hashes, weight_packages
 
 # -- run setup: what to score and with which metrics -------------------------------------------------
@@ -35,17 +35,34 @@ def use_offline(config: RunConfig) -> bool:
     return bool(config.offline) or offline()
 
 
-def resolve_plan(config: RunConfig) -> list[tuple[str, str]]:
-    """``(kind, category)`` pairs to score, validated against the split."""
-    from spips_bench.data.bapps import JND_SPLITS, resolve_categories
+def resolve_plan(config: RunConfig, root: Path | None = None) -> list[tuple[str, str]]:
+    """``(kind, category)`` pairs to score, validated against the split.
 
-    kinds = config.kinds or [k for k in KINDS if k == "2afc" or config.split in JND_SPLITS]
+    For BAPPS and the demo set the categories are BAPPS's; for a dataset plugin they are those under
+    ``root`` (its located root, which it then needs).
+
+    Raises:
+        ValueError: an unknown kind or category (with the valid names), a kind the split lacks, or a
+            plugin dataset without ``root``.
+    """
+    from spips_bench.data.bapps import kind_splits, resolve_categories
+    from spips_bench.stats.kinds import judgment_kind
+
+    if config.dataset not in BUILTIN_DATASETS:
+        from spips_bench.data.registry import get_dataset
+
+        if root is None:
+            raise ValueError(f"the plan of dataset {config.dataset!r} is read from its root; pass root.")
+        return get_dataset(config.dataset).plan(root, config.split, config.kinds, config.categories)
+    # A split that no kind has keeps the first kind, whose categories then name the valid splits.
+    kinds = config.kinds or [k for k in KINDS if config.split in kind_splits(k)] or list(KINDS[:1])
     for k in kinds:
         if k not in KINDS:
-            raise ValueError(f"unknown kind {k!r} in --kinds; use 2afc and/or jnd.")
-        if k == "jnd" and config.split not in JND_SPLITS:
-            raise ValueError(f"BAPPS has JND judgments for {', '.join(JND_SPLITS)} only, not "
-                             f"{config.split!r}; drop jnd from --kinds or use --split val.")
+            raise ValueError(f"unknown kind {k!r} in --kinds; use {' and/or '.join(KINDS)}.")
+        splits = kind_splits(k)
+        if config.split not in splits and any(config.split in kind_splits(other) for other in KINDS):
+            raise ValueError(f"BAPPS has {judgment_kind(k).label} judgments for {', '.join(splits)} only, not "
+                             f"{config.split!r}; drop {k} from --kinds or use --split {splits[0]}.")
     plan: list[tuple[str, str]] = []
     if not config.categories:
         return [(k, c) for k in kinds for c in resolve_categories(k, config.split, None)]
@@ -77,9 +94,9 @@ def plan_on_disk(config: RunConfig, plan: Sequence[tuple[str, str]], root: Path,
         DatasetError: an absence that is not allowed, or nothing of the plan present; the message
             names the folders and the download command.
     """
-    from spips_bench.data.bapps import present_categories
+    from spips_bench.data.registry import get_dataset
 
-    on_disk = present_categories(root, config.split)
+    on_disk = get_dataset("bapps" if config.dataset == "auto" else config.dataset).present(root, config.split)
     present = [(k, c) for k, c in plan if c in on_disk.get(k, [])]
     absent = [f"{k}/{c}" for k, c in plan if (k, c) not in present]
     if not absent:

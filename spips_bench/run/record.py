@@ -70,8 +70,9 @@ def weight_packages(weights: Sequence[str]) -> dict[str, str]:
 #: Package files whose code can change a stored score (the reports are rebuilt from the store anyway):
 #: the metrics and their cards, input validation, image decoding, weight loading and hashing, the
 #: readers, and the runner's scoring path (its configuration, ranks and loop), store and registry.
-SCORING_CODE = ("metric.py", "validation.py", "io.py", "data/images.py", "weights.py", "data/bapps.py", "zoo",
-                "cards", "run/config.py", "run/distributed.py", "run/runner.py", "run/store.py", "registry.py")
+SCORING_CODE = ("metric.py", "validation.py", "io.py", "data/images.py", "weights.py", "data/bapps.py",
+                "data/registry.py", "data/cards", "stats/kinds.py", "zoo", "cards", "run/config.py",
+                "run/distributed.py", "run/runner.py", "run/store.py", "registry.py")
 #: Files under :data:`SCORING_CODE` folders that draw or explain scores but never compute a stored one.
 SCORING_CODE_EXCLUDED = ("zoo/spips/explain.py",)
 #: The package folder the paths of :data:`SCORING_CODE` are relative to.
@@ -210,6 +211,13 @@ def describe_run(config: RunConfig, dataset: str, root: Path, device_type: str, 
                             "load_size": config.load_size, "device_type": device_type, "amp": config.amp,
                             **{dist: versions[dist] for dist in SCORING_PACKAGES},
                             "scoring_code_sha256": scoring_code_sha256()}
+    if dataset not in ("bapps", "demo"):  # a dataset plugin: its registry entry says what it is
+        from spips_bench.data.registry import get_dataset
+
+        entry = get_dataset(dataset)
+        info.update(synthetic_judgments=bool(entry.synthetic), title=entry.report_title(config.split),
+                    source=entry.source)
+        glob["dataset_source"] = entry.source
     if dataset == "demo":
         from spips_bench.data.demo import DEMO_LABEL, DEMO_VERSION
 
@@ -251,12 +259,13 @@ def nonfinite_samples(store: ScoreStore) -> list[dict[str, str]]:
     ``value`` is ``"nan"`` (a failed score, left out of the statistics), ``"inf"`` or ``"-inf"`` (an
     ordered value, kept).
     """
-    from spips_bench.run.store import SCORE_COLUMNS, format_value
+    from spips_bench.run.store import format_value
+    from spips_bench.stats.kinds import judgment_kind
 
     out: list[dict[str, str]] = []
     for kind, category, metric in store.entries():
         for sample, values in sorted(store.read_scores(kind, category, metric).items()):
-            for column, v in zip(SCORE_COLUMNS[kind], values, strict=True):
+            for column, v in zip(judgment_kind(kind).score_columns, values, strict=True):
                 if not math.isfinite(v):
                     out.append({"kind": kind, "category": category, "metric": metric, "sample": sample,
                                 "column": column, "value": format_value(v)})

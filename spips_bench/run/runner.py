@@ -45,7 +45,7 @@ from typing import Any
 
 from spips_bench.errors import DatasetError, ImageReadError, RunConfigError, StoreWriteError
 from spips_bench.report.build import write_reports
-from spips_bench.run.config import RunConfig
+from spips_bench.run.config import BUILTIN_DATASETS, RunConfig
 from spips_bench.run.distributed import _Dist, _maybe_lock
 from spips_bench.run.plan import (
     ActiveMetric,
@@ -67,6 +67,7 @@ from spips_bench.run.record import (
     stored_exclusions,
 )
 from spips_bench.run.store import ScoreStore
+from spips_bench.stats.kinds import JudgmentKind, judgment_kind
 
 #: Called after every flush of the store with (kind, category, batches flushed so far in this category).
 FlushHook = Callable[[str, str, int], None]
@@ -111,19 +112,27 @@ def _device(requested: str, d: _Dist) -> Any:
 def _dataset(config: RunConfig, d: _Dist) -> tuple[str, Path]:
     """``(name, root)`` of the data to score; prints a notice when ``auto`` falls back to the demo set.
 
-    A root that someone named (``--root`` or ``$SPIPS_BENCH_BAPPS``) must hold BAPPS, or be a demo set
+    A dataset plugin's root is ``--root`` or its own default, checked by its ``locate``. For BAPPS:
+    a root that someone named (``--root`` or ``$SPIPS_BENCH_BAPPS``) must hold BAPPS, or be a demo set
     (its marker makes the scores "synthetic judgments" whatever ``--dataset`` says); only the default
     root ``./datasets/bapps`` falls back to the demo set under ``--dataset auto``.
 
     Raises:
         DatasetError: a named root, or the root of ``--dataset bapps``, that holds no BAPPS category of
-            the split.
+            the split; a plugin's root that holds none of its data.
     """
     from spips_bench import settings
     from spips_bench.data.bapps import bapps_present
     from spips_bench.data.demo import is_demo_set
     from spips_bench.run.plan import download_hint
 
+    if config.dataset not in BUILTIN_DATASETS:  # a plugin of the dataset registry
+        from spips_bench.data.registry import get_dataset
+
+        dataset = get_dataset(config.dataset)
+        located = dataset.locate(config.root) if d.rank == 0 else None
+        d.barrier()  # rank 0 prepares the data once (a plugin may generate it); the others then find it
+        return dataset.name, located if located is not None else dataset.locate(config.root)
     if config.dataset == "demo":
         return "demo", _demo(config.root, d)
     source: str | None = "--root"
@@ -190,21 +199,29 @@ def _check_output(metric: Any, out: Any, n: int) -> Any:
     return out.detach().float().cpu().double()
 
 
-def score_batch(kind: str, metric: Any, batch: dict[str, Any]) -> list[Any]:
-    """Per-sample scores of one batch already on the metric's device: ``[d0, d1]`` (2AFC) or ``[d]`` (JND)."""
-    if kind == "jnd":
-        return [_scores(metric, batch["p0"], batch["p1"])]
-    ref, p0, p1 = batch["ref"], batch["p0"], batch["p1"]
-    if getattr(metric, "has_features", False):
-        from spips_bench.validation import validate_pair
+def score_batch(kind: str | JudgmentKind, metric: Any, batch: dict[str, Any]) -> list[Any]:
+    """Per-sample scores of one batch already on the metric's device, one per score column of the kind.
 
-        min_size = int(getattr(metric, "min_size", 1))
-        validate_pair(p0, ref, min_size=min_size)
-        validate_pair(p1, ref, min_size=min_size)
-        f_ref = metric.features(ref)
-        n = ref.shape[0]
-        return [_check_output(metric, metric.compare(metric.features(p), f_ref), n) for p in (p0, p1)]
-    return [_scores(metric, p0, ref), _scores(metric, p1, ref)]
+    Each column is ``metric(dist, ref)`` on the kind's scored pair of batch entries: ``[d0, d1]`` with
+    ``d0 = metric(p0, ref)``, ``d1 = metric(p1, ref)`` (2AFC) or ``[d]`` with ``d = metric(p0, p1)`` (JND).
+    When pairs share a reference and the metric has the ``features``/``compare`` fast path, each image's
+    features are computed once (three passes per 2AFC triplet instead of four).
+
+    Raises:
+        ValueError: an unknown kind, or a metric output that is not one score per sample.
+    """
+    pairs = judgment_kind(kind).scored_pairs
+    refs = [ref for _, ref in pairs]
+    if not getattr(metric, "has_features", False) or len(set(refs)) == len(refs):
+        return [_scores(metric, batch[dist], batch[ref]) for dist, ref in pairs]
+    from spips_bench.validation import validate_pair
+
+    min_size = int(getattr(metric, "min_size", 1))
+    for dist, ref in pairs:
+        validate_pair(batch[dist], batch[ref], min_size=min_size)
+    shared = {ref: metric.features(batch[ref]) for ref in dict.fromkeys(refs)}
+    return [_check_output(metric, metric.compare(metric.features(batch[dist]), shared[ref]), batch[ref].shape[0])
+            for dist, ref in pairs]
 
 
 def _autocast(device: Any, amp: bool) -> contextlib.AbstractContextManager[Any]:
@@ -228,14 +245,14 @@ def _score_category(config: RunConfig, store: ScoreStore, d: _Dist, device: Any,
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from spips_bench.data.bapps import JNDDataset, TwoAFCDataset, collate
-    from spips_bench.run.store import JUDGMENT_COLUMN
+    from spips_bench.data.bapps import collate
+    from spips_bench.data.registry import get_dataset
 
     # Problems come back as items, so that the main process reports them (a worker's exception would
-    # arrive wrapped in its traceback) and the policy decides.
-    ds = (TwoAFCDataset if kind == "2afc" else JNDDataset)(root, config.split, category, config.load_size,
-                                                           report_problems=True,
-                                                           min_size=_native_min_size(config, active))
+    # arrive wrapped in its traceback) and the policy decides. `auto` reads with BAPPS's readers.
+    dataset = get_dataset("bapps" if config.dataset == "auto" else config.dataset)
+    ds = dataset.reader(root, kind, config.split, category, config.load_size, report_problems=True,
+                        min_size=_native_min_size(config, active))
     if ds.pairing_error is not None and config.on_error == "fail":
         raise DatasetError(f"{ds.pairing_error} Or pass --on-error skip to score the paired samples and "
                            "list the others in run.json.")
@@ -275,7 +292,7 @@ def _score_category(config: RunConfig, store: ScoreStore, d: _Dist, device: Any,
                 if samples:  # empty when every sample of the batch was skipped
                     _add_scores(config, kind, category, [active[m] for m in missing[bi]],
                                 [writers[m] for m in missing[bi]], moved, samples, device, tally, bar)
-                    for sample, value in zip(samples, batch[JUDGMENT_COLUMN[kind]].tolist(), strict=True):
+                    for sample, value in zip(samples, batch[judgment_kind(kind).judgment_column].tolist(), strict=True):
                         judgments.add(sample, (float(value),))
                     tally.conversions.update(c for item in batch["conversions"] for c in item)
                 done += len(samples)
@@ -371,8 +388,11 @@ def _run_benchmark(config: RunConfig, hook: FlushHook | None) -> RunResult:
     d = _Dist.from_env()
     offline = use_offline(config)
     device = _device(config.device, d)
-    plan = resolve_plan(config)
+    builtin = config.dataset in BUILTIN_DATASETS
+    plan = resolve_plan(config) if builtin else []  # a plugin's categories are read from its root
     name, root = _dataset(config, d)
+    if not builtin:
+        plan = resolve_plan(config, root)
     # The plan against the disk, before any metric is built: what is absent is named (or refused) now.
     plan, absent = plan_on_disk(config, plan, root) if name == "bapps" else (plan, [])
     if absent and d.rank == 0:

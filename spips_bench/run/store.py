@@ -45,11 +45,7 @@ from typing import Any
 
 from spips_bench.errors import DatasetError, RunConfigError
 from spips_bench.io import TEMP_SUFFIX, atomic_write_text, sha256_bytes, write_failure
-
-#: Score columns per kind of judgment.
-SCORE_COLUMNS: dict[str, tuple[str, ...]] = {"2afc": ("d0", "d1"), "jnd": ("d",)}
-#: The human-judgment column per kind.
-JUDGMENT_COLUMN: dict[str, str] = {"2afc": "judge", "jnd": "same"}
+from spips_bench.stats.kinds import KINDS, JudgmentKind, judgment_kind
 
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
@@ -311,13 +307,15 @@ class ScoreStore:
     def _base(self, part: int | None) -> Path:
         return self.root if part is None else self.root / "parts" / f"rank{part}"
 
-    def score_path(self, kind: str, category: str, metric: str, *, part: int | None = None) -> Path:
-        return self._base(part) / "scores" / kind / check_name(category, "category") / (
+    def score_path(self, kind: str | JudgmentKind, category: str, metric: str, *, part: int | None = None,
+                   ) -> Path:
+        return self._base(part) / "scores" / judgment_kind(kind).name / check_name(category, "category") / (
             check_name(metric, "metric") + ".csv"
         )
 
-    def judgment_path(self, kind: str, category: str, *, part: int | None = None) -> Path:
-        return self._base(part) / "judgments" / kind / (check_name(category, "category") + ".csv")
+    def judgment_path(self, kind: str | JudgmentKind, category: str, *, part: int | None = None) -> Path:
+        return self._base(part) / "judgments" / judgment_kind(kind).name / (check_name(category, "category")
+                                                                            + ".csv")
 
     @property
     def run_file(self) -> Path:
@@ -432,13 +430,13 @@ class ScoreStore:
 
     # -- writing -----------------------------------------------------------------------------------
 
-    def score_writer(self, kind: str, category: str, metric: str) -> ShardWriter:
+    def score_writer(self, kind: str | JudgmentKind, category: str, metric: str) -> ShardWriter:
         path = self.score_path(kind, category, metric, part=self._own_part())
-        return ShardWriter(path, SCORE_COLUMNS[kind], self)
+        return ShardWriter(path, judgment_kind(kind).score_columns, self)
 
-    def judgment_writer(self, kind: str, category: str) -> ShardWriter:
+    def judgment_writer(self, kind: str | JudgmentKind, category: str) -> ShardWriter:
         path = self.judgment_path(kind, category, part=self._own_part())
-        return ShardWriter(path, (JUDGMENT_COLUMN[kind],), self)
+        return ShardWriter(path, (judgment_kind(kind).judgment_column,), self)
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -449,15 +447,17 @@ class ScoreStore:
                 merged.setdefault(sample, values)
         return merged
 
-    def read_scores(self, kind: str, category: str, metric: str) -> dict[str, tuple[float, ...]]:
-        """Scores of one metric on one category, ``{sample: (d0, d1)}`` or ``{sample: (d,)}``."""
+    def read_scores(self, kind: str | JudgmentKind, category: str, metric: str) -> dict[str, tuple[float, ...]]:
+        """Scores of one metric on one category, one value per score column of the kind: ``{sample: (d0, d1)}``
+        (2AFC) or ``{sample: (d,)}`` (JND)."""
         rel = self.score_path(kind, category, metric).relative_to(self.root)
-        return self._read_merged(rel, SCORE_COLUMNS[kind])
+        return self._read_merged(rel, judgment_kind(kind).score_columns)
 
-    def read_judgments(self, kind: str, category: str) -> dict[str, float]:
+    def read_judgments(self, kind: str | JudgmentKind, category: str) -> dict[str, float]:
         """Human judgments of one category, ``{sample: judge}`` (2AFC) or ``{sample: same}`` (JND)."""
         rel = self.judgment_path(kind, category).relative_to(self.root)
-        return {s: v[0] for s, v in self._read_merged(rel, (JUDGMENT_COLUMN[kind],)).items()}
+        column = judgment_kind(kind).judgment_column
+        return {s: v[0] for s, v in self._read_merged(rel, (column,)).items()}
 
     def entries(self) -> list[tuple[str, str, str]]:
         """Every stored ``(kind, category, metric)``, sorted, rank parts included."""
@@ -466,7 +466,7 @@ class ScoreStore:
         if (self.root / "parts").is_dir():
             bases += [p for p in (self.root / "parts").iterdir() if p.name.startswith("rank")]
         for base in bases:
-            for kind in SCORE_COLUMNS:
+            for kind in KINDS:
                 kdir = base / "scores" / kind
                 if not kdir.is_dir():
                     continue
@@ -487,8 +487,8 @@ class ScoreStore:
         files: list[tuple[Path, str]] = []
         rows: list[int] = []
         for rel in sorted(relatives):
-            kind = rel.parts[1]
-            columns = SCORE_COLUMNS[kind] if rel.parts[0] == "scores" else (JUDGMENT_COLUMN[kind],)
+            kind = judgment_kind(rel.parts[1])
+            columns = kind.score_columns if rel.parts[0] == "scores" else (kind.judgment_column,)
             merged = self._read_merged(rel, columns)
             files.append((self.root / rel, render_table(columns, merged, self.root / rel)))
             rows.append(len(merged))

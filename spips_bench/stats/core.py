@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from spips_bench.stats.kinds import CORRELATIONS, JND, TWO_AFC, JudgmentKind, judgment_kind
 from spips_bench.stats.weighted import Array, Groups, Kernel, correlation_kernel
 
 #: Bootstrap weights are processed in chunks of about this many elements (B x n): 4 MB stays in cache.
@@ -81,10 +82,19 @@ class Statistic:
         name: short label (``"2afc_score"``, ``"plcc"``...).
         prepare: called once with the data arrays; returns a kernel mapping integer sample weights of
             shape ``(B, n)`` to the statistic of each of the ``B`` weighted samples, shape ``(B,)``.
+        used: how many samples the statistic uses, given the data arrays; None: those whose judgment
+            (the last array) is not NaN.
     """
 
     name: str
     prepare: Callable[..., Kernel]
+    used: Callable[..., int] | None = None
+
+    def samples(self, *arrays: Any) -> int:
+        """The number of samples the statistic uses on ``arrays`` (the ``n`` of its summary row)."""
+        if self.used is not None:
+            return int(self.used(*arrays))
+        return int((~np.isnan(_vector(arrays[-1], "judgment"))).sum())
 
     def __call__(self, *arrays: Any) -> float:
         n = _common_length(arrays)
@@ -192,19 +202,46 @@ def _prepare_jnd_map(d: object, same: object) -> Kernel:
     return kernel
 
 
-def _correlation_variables(mode: str, arrays: tuple[object, ...]) -> tuple[Array, Array, npt.NDArray[np.bool_]]:
-    """``(x, y, valid)`` of a correlation: the metric's variable, the judgment and the usable samples."""
-    if mode == "jnd":
-        d, s = _distances(arrays[0], "d"), _judgments(arrays[1], "same")
-        _common_length((d, s))
-        return -d, s, ~np.isnan(s)
+Variables = tuple[Array, Array, npt.NDArray[np.bool_]]
+
+
+def _triplets(arrays: tuple[object, ...]) -> tuple[Array, Array, Array]:
     a, b, h = _distances(arrays[0], "d0"), _distances(arrays[1], "d1"), _judgments(arrays[2], "judge")
     _common_length((a, b, h))
-    if mode == "decision":
-        return _decision(a, b), h, ~np.isnan(h)
+    return a, b, h
+
+
+def _decision_variables(arrays: tuple[object, ...]) -> Variables:
+    a, b, h = _triplets(arrays)
+    return _decision(a, b), h, ~np.isnan(h)
+
+
+def _continuous_variables(arrays: tuple[object, ...]) -> Variables:
+    a, b, h = _triplets(arrays)
     with np.errstate(invalid="ignore"):
         x = np.where(a == b, 0.0, a - b)  # equal infinities are a tie, not NaN
     return x, h, ~np.isnan(h)
+
+
+def _similarity_variables(arrays: tuple[object, ...]) -> Variables:
+    d, s = _distances(arrays[0], "d"), _judgments(arrays[1], "same")
+    _common_length((d, s))
+    return -d, s, ~np.isnan(s)
+
+
+#: The variables of each correlation mode (a judgment kind's ``correlation_modes`` name them): the 2AFC
+#: decision (arrays d0, d1, judge), the 2AFC ``d0 - d1`` (same arrays), and the JND similarity ``-d``
+#: (arrays d, same).
+_VARIABLES: dict[str, Callable[[tuple[object, ...]], Variables]] = {
+    "decision": _decision_variables,
+    "continuous": _continuous_variables,
+    "jnd": _similarity_variables,
+}
+
+
+def _correlation_variables(mode: str, arrays: tuple[object, ...]) -> Variables:
+    """``(x, y, valid)`` of a correlation: the metric's variable, the judgment and the usable samples."""
+    return _VARIABLES[mode](arrays)
 
 
 def _prepare_correlation(mode: str, which: tuple[str, ...]) -> Callable[..., Kernel]:
@@ -231,8 +268,16 @@ def _prepare_correlation(mode: str, which: tuple[str, ...]) -> Callable[..., Ker
     return prepare
 
 
-two_afc_statistic = Statistic("2afc_score", _prepare_2afc)
-jnd_map_statistic = Statistic("jnd_map", _prepare_jnd_map)
+def _2afc_used(d0: object, d1: object, judge: object) -> int:
+    """Triplets the 2AFC score uses: those with a judgment, and ties, which score 0.5 whatever it is."""
+    a, b, h = _vector(d0, "d0"), _vector(d1, "d1"), _vector(judge, "judge")
+    return int(((a == b) | ~np.isnan(h)).sum())
+
+
+two_afc_statistic = Statistic(TWO_AFC.headline, _prepare_2afc, _2afc_used)
+jnd_map_statistic = Statistic(JND.headline, _prepare_jnd_map)
+#: The headline statistic of each judgment kind, by statistic name (a kind's ``headline``).
+HEADLINE_STATISTICS: dict[str, Statistic] = {s.name: s for s in (two_afc_statistic, jnd_map_statistic)}
 
 
 def _single(mode: str, name: str) -> Statistic:
@@ -248,8 +293,7 @@ def _single(mode: str, name: str) -> Statistic:
 #: Bootstrap-ready correlation statistics: ``CORRELATION_STATISTICS[mode][name]`` with mode
 #: ``"decision"``/``"continuous"`` (arrays d0, d1, judge) or ``"jnd"`` (arrays d, same).
 CORRELATION_STATISTICS: dict[str, dict[str, Statistic]] = {
-    mode: {name: _single(mode, name) for name in ("plcc", "srcc", "krcc")}
-    for mode in ("decision", "continuous", "jnd")
+    mode: {name: _single(mode, name) for name in CORRELATIONS} for mode in _VARIABLES
 }
 
 
@@ -357,7 +401,7 @@ def _boot_values(statistic: Callable[..., float], arrays: tuple[Any, ...], n_boo
                      for idx in _resamples(n, n_boot, seed) for i in idx])
 
 
-def summary_intervals(kind: str, *arrays: object, n_boot: int = 1000, level: float = 0.95,
+def summary_intervals(kind: str | JudgmentKind, *arrays: object, n_boot: int = 1000, level: float = 0.95,
                       seed: int = 0) -> dict[str, tuple[float, float]]:
     """Bootstrap intervals of every summary statistic of one category in one pass over shared resamples.
 
@@ -365,29 +409,24 @@ def summary_intervals(kind: str, *arrays: object, n_boot: int = 1000, level: flo
     fraction of the cost: the resample weights are drawn once and the correlations share their work.
 
     Args:
-        kind: ``"2afc"`` (arrays ``d0, d1, judge``; keys ``2afc_score``, ``plcc``, ``srcc``, ``krcc``
-            and ``*_continuous``) or ``"jnd"`` (arrays ``d, same``; keys ``jnd_map``, ``plcc``...).
+        kind: a judgment kind or its name; its ``statistics`` are the keys, in order. ``"2afc"``: arrays
+            ``d0, d1, judge``; keys ``2afc_score``, ``plcc``, ``srcc``, ``krcc`` and ``*_continuous``.
+            ``"jnd"``: arrays ``d, same``; keys ``jnd_map``, ``plcc``, ``srcc``, ``krcc``.
         *arrays: the samples, NaN judgments included (each statistic drops what it cannot use).
         n_boot: number of resamples.
         level: coverage, e.g. 0.95.
         seed: seed of the NumPy generator.
+
+    Raises:
+        ValueError: an unknown kind, bad arrays, ``n_boot`` or ``level``.
     """
+    k = judgment_kind(kind)
     _check_level(level)
     n = _common_length(arrays)
-    every = ("plcc", "srcc", "krcc")
-    if kind == "2afc":
-        score = _prepare_2afc(*arrays)
-        kernels: list[tuple[tuple[str, ...], Kernel]] = [
-            (("2afc_score",), lambda w: score(w)[:, None]),
-            (every, _prepare_correlation("decision", every)(*arrays)),
-            (tuple(f"{c}_continuous" for c in every), _prepare_correlation("continuous", every)(*arrays)),
-        ]
-    elif kind == "jnd":
-        ap = _prepare_jnd_map(*arrays)
-        kernels = [(("jnd_map",), lambda w: ap(w)[:, None]),
-                   (every, _prepare_correlation("jnd", every)(*arrays))]
-    else:
-        raise ValueError(f"kind must be '2afc' or 'jnd', got {kind!r}.")
+    headline = HEADLINE_STATISTICS[k.headline].prepare(*arrays)
+    kernels: list[tuple[tuple[str, ...], Kernel]] = [((k.headline,), lambda w: headline(w)[:, None])]
+    kernels += [(tuple(c + suffix for c in CORRELATIONS), _prepare_correlation(mode, CORRELATIONS)(*arrays))
+                for suffix, mode in k.correlation_modes]
     names = [name for group, _ in kernels for name in group]
     values = np.concatenate([np.concatenate([k(w) for _, k in kernels], axis=1)
                              for w in (_weights(idx, n) for idx in _resamples(n, n_boot, seed))])

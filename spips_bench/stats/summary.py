@@ -20,7 +20,7 @@ import csv
 import io
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,12 +28,11 @@ import numpy as np
 
 from spips_bench.io import atomic_write_text
 from spips_bench.stats import core as stats
+from spips_bench.stats.kinds import CORRELATIONS, JND, KINDS, TWO_AFC, JudgmentKind, judgment_kind
 
-STATISTICS_2AFC = (
-    "2afc_score", "plcc", "srcc", "krcc", "plcc_continuous", "srcc_continuous", "krcc_continuous",
-)
-STATISTICS_JND = ("jnd_map", "plcc", "srcc", "krcc")
-KINDS = {"2afc": STATISTICS_2AFC, "jnd": STATISTICS_JND}
+#: The summary statistics of each kind, in report order (a kind's ``statistics``).
+STATISTICS_2AFC = TWO_AFC.statistics
+STATISTICS_JND = JND.statistics
 COLUMNS = ("kind", "category", "metric", "statistic", "value", "ci_low", "ci_high", "n")
 
 
@@ -83,10 +82,10 @@ def _oriented(x: object, name: str, higher_is_better: bool, where: str) -> np.nd
     return -arr if higher_is_better else arr
 
 
-def _intervals(kind: str, arrays: tuple[np.ndarray, ...], n_boot: int, seed: int,
+def _intervals(kind: JudgmentKind, arrays: tuple[np.ndarray, ...], n_boot: int, seed: int,
                ) -> dict[str, tuple[float, float]]:
     if n_boot == 0:
-        return {name: (math.nan, math.nan) for name in KINDS[kind]}
+        return {name: (math.nan, math.nan) for name in kind.statistics}
     # All statistics of a category share one set of resampled triplets (each drops what it cannot use).
     return stats.summary_intervals(kind, *arrays, n_boot=n_boot, seed=seed)
 
@@ -94,6 +93,55 @@ def _intervals(kind: str, arrays: tuple[np.ndarray, ...], n_boot: int, seed: int
 def _check_boot(n_boot: int) -> None:
     if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 0:
         raise ValueError(f"n_boot must be a non-negative integer (0 = no intervals), got {n_boot!r}.")
+
+
+def summarize(kind: str | JudgmentKind, category: str, metric: str, scores: Sequence[object], judgment: object,
+              *, higher_is_better: bool, n_boot: int = 1000, seed: int = 0) -> list[SummaryRow]:
+    """All statistics of one metric on one category for a judgment kind, in the order of its ``statistics``.
+
+    Args:
+        kind: the judgment kind or its name (``"2afc"``, ``"jnd"``).
+        category: category name.
+        metric: metric name.
+        scores: one array per score column of the kind (2AFC: ``d0, d1``; JND: ``d``), shape (N,).
+        judgment: the human judgment per sample, in [0, 1] (NaN = unknown).
+        higher_is_better: the metric's direction; similarities are negated into distances.
+        n_boot: bootstrap resamples for the 95% intervals; 0 leaves the intervals NaN.
+        seed: bootstrap seed (the same seed resamples the same samples for every metric).
+
+    Raises:
+        ValueError: an unknown kind, the wrong number of score arrays, arrays of different lengths, no
+            sample, a NaN score or only NaN judgments.
+    """
+    k = judgment_kind(kind)
+    where = _label(category, metric)
+    _check_boot(n_boot)
+    if len(scores) != len(k.score_columns):
+        raise ValueError(f"{where}: {k.label} takes {len(k.score_columns)} score array(s) "
+                         f"({', '.join(k.score_columns)}), got {len(scores)}.")
+    columns = tuple(_oriented(x, name, higher_is_better, where) for x, name in zip(scores, k.score_columns,
+                                                                                       strict=True))
+    h = stats._judgments(judgment, f"{k.judgment_column} of {where}")
+    sizes = [c.size for c in columns] + [h.size]
+    if len(set(sizes)) != 1:
+        names = [*k.score_columns, k.judgment_column]
+        raise ValueError(f"{where}: {', '.join(names[:-1])} and {names[-1]} have lengths "
+                         f"{', '.join(map(str, sizes))}; pass one value per sample.")
+    if h.size == 0:
+        raise ValueError(f"{where}: no samples to summarise.")
+    if np.isnan(h).all():
+        raise ValueError(f"{where}: every {k.judgment_column!r} judgment is NaN; nothing to summarise.")
+    arrays = (*columns, h)
+    cis = _intervals(k, arrays, n_boot, seed)
+    headline = stats.HEADLINE_STATISTICS[k.headline]
+    rows = [_row(k.name, category, metric, k.headline, headline(*arrays), cis[k.headline],
+                 headline.samples(*arrays))]
+    for suffix, mode in k.correlation_modes:
+        point = stats._correlations(mode, arrays)
+        for name in CORRELATIONS:
+            n = point.plcc_n if name == "plcc" else point.n  # PLCC leaves infinite values out
+            rows.append(_row(k.name, category, metric, name + suffix, getattr(point, name), cis[name + suffix], n))
+    return rows
 
 
 def summarize_2afc(category: str, metric: str, d0: object, d1: object, judge: object, *,
@@ -109,31 +157,12 @@ def summarize_2afc(category: str, metric: str, d0: object, d1: object, judge: ob
         higher_is_better: the metric's direction; similarities are negated into distances.
         n_boot: bootstrap resamples for the 95% intervals; 0 leaves the intervals NaN.
         seed: bootstrap seed (the same seed resamples the same triplets for every metric).
+
+    Raises:
+        ValueError: as :func:`summarize`.
     """
-    where = _label(category, metric)
-    _check_boot(n_boot)
-    a = _oriented(d0, "d0", higher_is_better, where)
-    b = _oriented(d1, "d1", higher_is_better, where)
-    h = stats._judgments(judge, f"judge of {where}")
-    if not a.size == b.size == h.size:
-        raise ValueError(f"{where}: d0, d1 and judge have lengths {a.size}, {b.size}, {h.size}; "
-                         "pass one value per triplet.")
-    if a.size == 0:
-        raise ValueError(f"{where}: no triplets to summarise.")
-    score_n = int(((a == b) | ~np.isnan(h)).sum())  # a tie needs no judgment: it scores 0.5
-    if np.isnan(h).all():
-        raise ValueError(f"{where}: every judgment is NaN; nothing to summarise.")
-    cis = _intervals("2afc", (a, b, h), n_boot, seed)
-    rows = [_row("2afc", category, metric, "2afc_score", stats.two_afc_score(a, b, h), cis["2afc_score"],
-                 score_n)]
-    variants = (("", stats.decision_correlation), ("_continuous", stats.continuous_correlation))
-    for suffix, correlate in variants:
-        point = correlate(a, b, h)
-        for name in ("plcc", "srcc", "krcc"):
-            value = getattr(point, name)
-            n = point.plcc_n if name == "plcc" else point.n  # PLCC leaves infinite values out
-            rows.append(_row("2afc", category, metric, name + suffix, value, cis[name + suffix], n))
-    return rows
+    return summarize(TWO_AFC, category, metric, (d0, d1), judge, higher_is_better=higher_is_better,
+                     n_boot=n_boot, seed=seed)
 
 
 def summarize_jnd(category: str, metric: str, d: object, same: object, *, higher_is_better: bool,
@@ -148,25 +177,12 @@ def summarize_jnd(category: str, metric: str, d: object, same: object, *, higher
         higher_is_better: the metric's direction; similarities are negated into distances.
         n_boot: bootstrap resamples for the 95% intervals; 0 leaves the intervals NaN.
         seed: bootstrap seed.
+
+    Raises:
+        ValueError: as :func:`summarize`.
     """
-    where = _label(category, metric)
-    _check_boot(n_boot)
-    dist = _oriented(d, "d", higher_is_better, where)
-    s = stats._judgments(same, f"same of {where}")
-    if dist.size != s.size:
-        raise ValueError(f"{where}: d and same have lengths {dist.size} and {s.size}; "
-                         "pass one value per pair.")
-    if dist.size == 0:
-        raise ValueError(f"{where}: no pairs to summarise.")
-    n = int((~np.isnan(s)).sum())
-    if n == 0:
-        raise ValueError(f"{where}: every 'same' judgment is NaN; nothing to summarise.")
-    cis = _intervals("jnd", (dist, s), n_boot, seed)
-    point = stats.jnd_correlation(dist, s)
-    values = {"jnd_map": stats.jnd_map(dist, s), "plcc": point.plcc, "srcc": point.srcc, "krcc": point.krcc}
-    counts = {"plcc": point.plcc_n}  # PLCC leaves infinite distances out
-    return [_row("jnd", category, metric, name, values[name], cis[name], counts.get(name, n))
-            for name in STATISTICS_JND]
+    return summarize(JND, category, metric, (d,), same, higher_is_better=higher_is_better, n_boot=n_boot,
+                     seed=seed)
 
 
 def _row(kind: str, category: str, metric: str, statistic: str, value: float,
@@ -222,8 +238,8 @@ def _parse(record: list[str], where: str) -> SummaryRow:
     kind, category, metric, statistic = record[:4]
     if kind not in KINDS:
         raise ValueError(f"{where}: kind {kind!r} is not one of {sorted(KINDS)}.")
-    if statistic not in KINDS[kind]:
-        raise ValueError(f"{where}: statistic {statistic!r} is not a {kind} statistic {KINDS[kind]}.")
+    if statistic not in KINDS[kind].statistics:
+        raise ValueError(f"{where}: statistic {statistic!r} is not a {kind} statistic {KINDS[kind].statistics}.")
     if not category or not metric:
         raise ValueError(f"{where}: empty category or metric name.")
     try:

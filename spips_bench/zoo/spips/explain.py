@@ -18,6 +18,9 @@ import torch
 
 from spips_bench.io import TEMP_SUFFIX, atomic_path
 
+#: The variant ``spips-bench explain`` draws when no ``--metric`` is given.
+DEFAULT_METRIC = "spips"
+
 
 @dataclass
 class StreamReport:
