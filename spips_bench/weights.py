@@ -17,12 +17,9 @@ payload is never executed.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import sys
-import urllib.parse
-import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from spips_bench import settings
 from spips_bench.errors import WeightsIntegrityError, WeightsUnavailableError
-from spips_bench.io import replace_durably, sha256_file
+from spips_bench.io import FetchAdvice, fetch, is_loopback_url, replace_durably, sha256_file, write_error
 
 if TYPE_CHECKING:
     import torch
@@ -224,45 +221,6 @@ def _unavailable_message(wf: WeightFile, reason: str) -> str:
     )
 
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-
-
-def is_loopback_url(url: str) -> bool:
-    """Whether ``url`` points at this machine (the only host offline mode lets a download reach)."""
-    return (urllib.parse.urlsplit(url).hostname or "") in LOOPBACK_HOSTS
-
-
-class _RedirectGuard(urllib.request.HTTPRedirectHandler):
-    """Follows redirects like urllib, but in offline mode refuses one to another host before connecting."""
-
-    def __init__(self, local_only: bool, error: type[Exception]) -> None:
-        super().__init__()
-        self.local_only = local_only
-        self.error = error
-
-    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any,
-                         newurl: str) -> urllib.request.Request | None:
-        if self.local_only and not is_loopback_url(newurl):
-            fp.close()
-            raise self.error(
-                f"{req.full_url}: the server redirects (HTTP {code}) to {newurl}, which is not this machine; "
-                f"offline mode (${ENV_OFFLINE} or --offline) forbids downloads from other hosts, so no "
-                "connection was made. Unset it to allow the download, or copy the file here by hand."
-            )
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-def open_url(request: str | urllib.request.Request, *, timeout: float, local_only: bool,
-             error: type[Exception]) -> Any:
-    """``urlopen`` whose every redirect is checked: with ``local_only`` (offline mode) a URL or a redirect
-    that leaves this machine raises ``error`` before any connection to that host is made."""
-    url = request.full_url if isinstance(request, urllib.request.Request) else request
-    if local_only and not is_loopback_url(url):
-        raise error(f"{url}: offline mode (${ENV_OFFLINE} or --offline) forbids downloads from other hosts; "
-                    "no connection was made. Unset it to allow the download.")
-    return urllib.request.build_opener(_RedirectGuard(local_only, error)).open(request, timeout=timeout)
-
-
 def resolve(name: str, *, path: str | os.PathLike[str] | None = None, offline: bool | None = None,
             progress: bool = True) -> Path:
     """Find (or download) weight file ``name`` and return the path of a verified copy.
@@ -291,16 +249,20 @@ def resolve(name: str, *, path: str | os.PathLike[str] | None = None, offline: b
 
 
 def download(name: str, *, dest_dir: str | os.PathLike[str] | None = None, progress: bool = True,
-             url: str | None = None, offline: bool | None = None) -> Path:
+             url: str | None = None, offline: bool | None = None, retries: int = 5, timeout: float = 60.0,
+             backoff: float = 1.0) -> Path:
     """Download weight file ``name`` into ``dest_dir`` (default: the torch hub cache) and verify it.
 
-    The data goes to ``<file>.part`` first and is renamed only after the SHA-256 matched, so an
-    interrupted or corrupted download never leaves a file that looks complete. In offline mode
-    (``offline``, or ``SPIPS_BENCH_OFFLINE`` when it is None) only this machine may be contacted: a URL,
-    or any redirect, to another host is refused before connecting.
+    The data goes to ``<file>.part`` first (through :func:`spips_bench.io.fetch`: a dropped connection
+    is resumed with ``Range``, here or on the next call, and retried ``retries`` times after ``backoff``
+    seconds, doubled each time) and is renamed only after the SHA-256 matched, so an interrupted or
+    corrupted download never leaves a file that looks complete. In offline mode (``offline``, or
+    ``SPIPS_BENCH_OFFLINE`` when it is None) only this machine may be contacted: a URL, or any
+    redirect, to another host is refused before connecting.
 
     Raises:
-        WeightsUnavailableError: no URL, offline mode forbids the host, or the transfer failed.
+        WeightsUnavailableError: no URL, offline mode forbids the host, the transfer failed (the bytes
+            received are kept in ``<file>.part`` for the next call) or the file cannot be written.
         WeightsIntegrityError: the downloaded bytes have the wrong SHA-256 (nothing is kept).
     """
     wf = _get(name)
@@ -311,43 +273,36 @@ def download(name: str, *, dest_dir: str | os.PathLike[str] | None = None, progr
     if local_only and not is_loopback_url(src):
         raise WeightsUnavailableError(_unavailable_message(wf, "offline mode forbids downloading it"))
     folder = Path(dest_dir) if dest_dir is not None else hub_checkpoint_dir()
-    folder.mkdir(parents=True, exist_ok=True)
     final = folder / wf.filename
     part = final.with_name(final.name + ".part")
-    h = hashlib.sha256()
+    where = "TORCH_HOME"
     try:
-        with open_url(src, timeout=60, local_only=local_only, error=WeightsUnavailableError) as response, \
-                part.open("wb") as out:
-            total = int(response.headers.get("Content-Length") or 0) or wf.size
-            bar = _progress_bar(total, wf.filename, progress)
-            try:
-                for block in iter(lambda: response.read(1 << 20), b""):
-                    out.write(block)
-                    h.update(block)
-                    bar.update(len(block))
-            finally:
-                bar.close()
-    except OSError as exc:  # URLError and HTTPError are OSErrors
-        part.unlink(missing_ok=True)
-        if isinstance(exc, WeightsUnavailableError):
-            raise
-        raise WeightsUnavailableError(_unavailable_message(wf, f"downloading {src} failed ({exc})")) from exc
-    digest = h.hexdigest()
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(WeightsUnavailableError, exc, folder, where) from exc
+    by_hand = f"or download {src} by hand, check that its SHA-256 is {wf.sha256} and put it at {final}."
+    advice = FetchAdvice(
+        http=f"Check the URL, {by_hand}",
+        retry=f"Run the same command again to resume, {by_hand}",
+        no_length=f"retry later, {by_hand}",
+        size_changed=f"weight file {name!r} has {{size}}; the server holds another file. Retry later, {by_hand}",
+        write_option=where,
+    )
+    size, digest = fetch(src, part, advice=advice, error=WeightsUnavailableError, known_size=wf.size,
+                         progress=progress, retries=retries, timeout=timeout, backoff=backoff,
+                         local_only=local_only, desc=wf.filename)
     if digest != wf.sha256:
         part.unlink(missing_ok=True)
         raise WeightsIntegrityError(
-            f"download of {src} for weight file {name!r} has SHA-256 {digest}, expected {wf.sha256}; "
-            "nothing was saved. Retry later, or fetch the file by hand and check its SHA-256."
+            f"download of {src} for weight file {name!r} has SHA-256 {digest} ({size} bytes), expected "
+            f"{wf.sha256}; nothing was saved. Retry later, or fetch the file by hand and check its SHA-256."
         )
-    replace_durably(part, final)
+    try:
+        replace_durably(part, final)
+    except OSError as exc:
+        raise write_error(WeightsUnavailableError, exc, final, where,
+                          f"The verified download is kept as {part}.") from exc
     return final
-
-
-def _progress_bar(total: int | None, desc: str, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total or None, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
-                disable=not enabled, file=sys.stderr)
 
 
 # -- loading -----------------------------------------------------------------------------------------

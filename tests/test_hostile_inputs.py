@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 from test_download import MANIFEST_NAME, Server, _file, _tar_gz, bapps_val_archive, fetch
 
+from spips_bench import io as spips_io
 from spips_bench import weights
 from spips_bench.cli import main
 from spips_bench.data import download as download_module
@@ -305,7 +306,7 @@ def test_unwritable_download_folder_is_not_a_network_failure(server: Server, tmp
             raise OSError(code, text, str(file))
         return real_open(file, mode, *args, **kwargs)
 
-    monkeypatch.setattr(download_module, "open", refuse, raising=False)
+    monkeypatch.setattr(spips_io, "open", refuse, raising=False)
     with pytest.raises(DownloadError) as info:
         fetch(tmp_path, "val", server.url, retries=3)
     msg = str(info.value)
@@ -330,7 +331,7 @@ def test_disk_full_while_receiving_keeps_the_partial_file(server: Server, tmp_pa
         return real_open(file, mode, *args, **kwargs)
 
     with monkeypatch.context() as mp:
-        mp.setattr(download_module, "open", opener, raising=False)
+        mp.setattr(spips_io, "open", opener, raising=False)
         with pytest.raises(DownloadError, match=r"the disk is full.*resumes from there"):
             fetch(tmp_path, "val", server.url, retries=3)
     assert len(server.requests) == 1
@@ -490,4 +491,4 @@ def test_weights_download_uses_the_redirect_guard(monkeypatch: pytest.MonkeyPatc
     # The guard is the opener's: plain urllib.request.urlopen (which follows every redirect) is not used.
     monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("unguarded urlopen"))
     with pytest.raises(DownloadError, match="offline mode"):
-        weights.open_url("http://example.invalid/x", timeout=1, local_only=True, error=DownloadError)
+        spips_io.open_url("http://example.invalid/x", timeout=1, local_only=True, error=DownloadError)

@@ -15,6 +15,7 @@ import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
@@ -305,6 +306,55 @@ def test_download_failure_is_reported(isolated: Path, server: tuple[str, Path],
     _register(monkeypatch, "a" * 64, url=f"{base}/absent.pth")
     with pytest.raises(WeightsUnavailableError, match="404"):
         weights.resolve("test-file", progress=False)
+
+
+class _CutOnceHandler(http.server.BaseHTTPRequestHandler):
+    """Serves ``body``: the first response stops half-way (the connection drops); a ``Range`` request is
+    answered 206 with the rest, if its ``If-Range`` carries the ETag."""
+
+    body = b""
+    etag = '"w-1"'
+    requests: ClassVar[list[tuple[str | None, str | None]]] = []
+
+    def do_GET(self) -> None:
+        self.requests.append((self.headers.get("Range"), self.headers.get("If-Range")))
+        body = self.body
+        start = 0
+        if self.headers.get("Range") and self.headers.get("If-Range") == self.etag:
+            start = int(self.headers["Range"].removeprefix("bytes=").split("-")[0])
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        else:
+            self.send_response(200)
+        self.send_header("ETag", self.etag)
+        self.send_header("Content-Length", str(len(body) - start))
+        self.end_headers()
+        self.close_connection = True
+        self.wfile.write(body[start:] if len(self.requests) > 1 else body[: len(body) // 2])
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_interrupted_weight_download_resumes_with_range(isolated: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    sha = _tensor_file(tmp_path / "w.pth")
+    body = (tmp_path / "w.pth").read_bytes()
+    handler = type("Handler", (_CutOnceHandler,), {"body": body, "requests": []})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.delenv(weights.ENV_OFFLINE)
+        _register(monkeypatch, sha, url=f"http://127.0.0.1:{httpd.server_address[1]}/w.pth")
+        path = weights.download("test-file", progress=False, backoff=0.0)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    half = len(body) // 2
+    assert handler.requests == [(None, None), (f"bytes={half}-", '"w-1"')]
+    assert path.read_bytes() == body
+    assert sorted(p.name for p in path.parent.iterdir()) == ["test-file.pth"]  # no .part, no .part.meta
 
 
 # -- CLI -------------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Download and unpack the BAPPS archives: resumable, verified, and safe to extract.
 
-* Transfer: ``urllib.request`` into ``NAME.part``, resumed with an HTTP ``Range`` request after a
+* Transfer: :func:`spips_bench.io.fetch` into ``NAME.part``, resumed with an HTTP ``Range`` request after a
   dropped connection, with ``If-Range`` carrying the validator (ETag or Last-Modified) of the response
   that started the file, so a file changed on the server is sent whole instead of being spliced onto
   the old part (a server that ignores ``Range`` and answers 200 restarts the file cleanly); retried
@@ -25,23 +25,26 @@ from __future__ import annotations
 
 import datetime as _dt
 import errno
-import http.client
 import json
 import os
 import shutil
 import sys
 import tarfile
 import tempfile
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from spips_bench.errors import DownloadError, UnsafeArchiveError, write_failure_fix
-from spips_bench.io import atomic_write_text, replace_durably, sha256_file
+from spips_bench.errors import DownloadError, UnsafeArchiveError
+from spips_bench.io import (
+    FetchAdvice,
+    atomic_write_text,
+    fetch,
+    is_loopback_url,
+    replace_durably,
+    sha256_file,
+    write_error,
+)
 
 DEFAULT_URL_BASE = "https://perceptual-similarity.s3.us-west-2.amazonaws.com/dataset/"
 FALLBACK_URL_BASE = "https://people.eecs.berkeley.edu/~rich.zhang/projects/2018_perceptual/dataset/"
@@ -144,7 +147,7 @@ def download_bapps(
             f"need retries >= 0, timeout > 0, backoff >= 0; got {retries}, {timeout}, {backoff}."
         )
     base = url_base if url_base.endswith("/") else url_base + "/"
-    from spips_bench.weights import is_loopback_url, is_offline
+    from spips_bench.weights import is_offline
 
     local_only = is_offline(offline)
     forbid = local_only and not is_loopback_url(base)
@@ -182,9 +185,10 @@ def _fetch_one(root: Path, arch: Archive, url: str, pinned: str | None, keep: bo
         log(f"downloading {url} ({arch.approx_bytes / 1e9:.1f} GB) to {archive}")
         part = archive.with_name(archive.name + ".part")
         recorded_size = _manifest_entry(root, arch.filename).get("size")
-        size = _transfer(url, part, recorded_size if isinstance(recorded_size, int) else None, progress,
-                         retries, timeout, backoff, local_only)
-        digest = sha256_file(part)
+        size, digest = fetch(url, part, advice=_ADVICE, error=DownloadError,
+                             known_size=recorded_size if isinstance(recorded_size, int) else None,
+                             progress=progress, retries=retries, timeout=timeout, backoff=backoff,
+                             local_only=local_only)
         _check_hash(root, arch.filename, part, size, digest, pinned)
         try:
             replace_durably(part, archive)
@@ -214,136 +218,14 @@ def _fetch_one(root: Path, arch: Archive, url: str, pinned: str | None, keep: bo
     return DownloadResult(arch.filename, target, downloaded=downloaded, extracted=True, sha256=digest)
 
 
-class _ShortRead(Exception):
-    """The connection ended before the announced number of bytes arrived."""
-
-
-def _transfer(url: str, part: Path, known_size: int | None, progress: bool, retries: int,
-              timeout: float, backoff: float, local_only: bool = False) -> int:
-    """Fill ``part`` with the body of ``url``, resuming after failures; return the complete size.
-
-    A resumed request carries ``If-Range`` with the validator (ETag or Last-Modified) of the response
-    that started ``part``, kept in ``part.meta``: when the file on the server changed since, the
-    server answers 200 with the whole new file, which replaces ``part`` instead of being spliced onto it.
-    """
-    from tqdm import tqdm
-
-    from spips_bench.weights import open_url
-
-    failures = 0
-    # Progress means bytes beyond the furthest point reached so far: a server that restarts every
-    # response with a 200 and cuts it at the same place makes none, however much it sends.
-    furthest = part.stat().st_size if part.exists() else 0
-    last_error: BaseException | None = None
-    meta = _part_meta_path(part)
-    for _ in range(1000):  # hard cap; each pass either adds bytes or counts as a failure
-        offset = part.stat().st_size if part.exists() else 0
-        if known_size is not None and offset == known_size:
-            meta.unlink(missing_ok=True)
-            return offset
-        if known_size is not None and offset > known_size:
-            part.unlink()
-            meta.unlink(missing_ok=True)
-            offset = 0
-        request = urllib.request.Request(url, headers={"User-Agent": "spips-bench"})
-        if offset:
-            request.add_header("Range", f"bytes={offset}-")
-            validator = _read_part_meta(meta).get("validator")
-            if isinstance(validator, str) and validator:
-                request.add_header("If-Range", validator)
-        try:
-            with open_url(request, timeout=timeout, local_only=local_only, error=DownloadError) as response:
-                total, offset = _expected_total(response, offset, known_size, url)
-                mode = "ab" if offset else "wb"
-                if not offset:
-                    _write_part_meta(meta, url, response)
-                try:
-                    out = open(part, mode)  # noqa: SIM115 (closed below; write errors are told apart)
-                except OSError as exc:
-                    raise _write_error(exc, part, "") from exc
-                with out, tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                               desc=part.name[:-5], file=sys.stderr, disable=not progress, leave=False) as bar:
-                    while True:
-                        chunk = response.read(_CHUNK)
-                        if not chunk:
-                            break
-                        try:
-                            out.write(chunk)
-                        except OSError as exc:
-                            raise _write_error(exc, part, "The bytes received so far are kept and the "
-                                               "download resumes from there.") from exc
-                        bar.update(len(chunk))
-            size = part.stat().st_size
-            if size == total:
-                meta.unlink(missing_ok=True)
-                return size
-            if size > total:
-                part.unlink()
-                meta.unlink(missing_ok=True)
-                raise DownloadError(f"{url}: received more bytes ({size}) than announced ({total}); "
-                                    "the partial file was deleted, run the command again.")
-            raise _ShortRead(f"connection closed at {size} of {total} bytes")
-        except urllib.error.HTTPError as exc:
-            if exc.code == 416:  # Range not satisfiable: the .part file is already whole, or too long
-                if offset and exc.headers.get("Content-Range", "").strip() == f"bytes */{offset}":
-                    meta.unlink(missing_ok=True)
-                    return offset
-                part.unlink(missing_ok=True)
-                meta.unlink(missing_ok=True)
-                last_error = exc
-            elif exc.code < 500 and exc.code != 429:
-                raise DownloadError(
-                    f"{url}: HTTP {exc.code} {exc.reason}. Check the URL; the older official host is "
-                    f"{FALLBACK_URL_BASE} (pass it as --url-base)."
-                ) from exc
-            else:
-                last_error = exc
-        except (urllib.error.URLError, http.client.HTTPException, OSError, _ShortRead) as exc:
-            if isinstance(exc, DownloadError):
-                raise
-            last_error = exc
-        now = part.stat().st_size if part.exists() else 0
-        failures = 0 if now > furthest else failures + 1
-        furthest = max(furthest, now)
-        if failures > retries:
-            break
-        time.sleep(min(60.0, backoff * 2 ** max(0, failures - 1)))
-    have = part.stat().st_size if part.exists() else 0
-    raise DownloadError(
-        f"{url}: download incomplete after {retries} retries without progress ({last_error}); "
-        f"{have} bytes are kept in {part}. Run the same command again to resume, or try --url-base "
-        f"{FALLBACK_URL_BASE}."
-    )
-
-
-def _part_meta_path(part: Path) -> Path:
-    return part.with_name(part.name + ".meta")
-
-
-def _read_part_meta(meta: Path) -> dict[str, object]:
-    """What the response that started a ``.part`` file said about it; empty when unknown or unreadable."""
-    try:
-        data = json.loads(meta.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_part_meta(meta: Path, url: str, response: http.client.HTTPResponse) -> None:
-    """Keep the validator of the response that starts a ``.part`` file, for ``If-Range`` on resumption.
-
-    A weak ETag (``W/...``) may not be used with ``If-Range``; Last-Modified is the fallback. Without
-    either the file is resumed with ``Range`` alone.
-    """
-    etag = (response.headers.get("ETag") or "").strip()
-    validator = etag if etag and not etag.startswith("W/") else (response.headers.get("Last-Modified") or "")
-    try:
-        if validator:
-            meta.write_text(json.dumps({"url": url, "validator": validator.strip()}) + "\n", encoding="utf-8")
-        else:
-            meta.unlink(missing_ok=True)
-    except OSError as exc:
-        raise _write_error(exc, meta, "") from exc
+_ADVICE = FetchAdvice(
+    http=f"Check the URL; the older official host is {FALLBACK_URL_BASE} (pass it as --url-base).",
+    retry=f"Run the same command again to resume, or try --url-base {FALLBACK_URL_BASE}.",
+    no_length="use another --url-base.",
+    size_changed=(f"the manifest recorded {{size}}; the file on the server changed. Delete its entry in "
+                  f"{MANIFEST_NAME} to accept the new file."),
+    write_option="--root",
+)
 
 
 def _write_error(exc: OSError, path: Path, kept: str) -> DownloadError:
@@ -351,42 +233,10 @@ def _write_error(exc: OSError, path: Path, kept: str) -> DownloadError:
 
     Such a failure is never retried as if it were the network's, and never blamed on the archive.
     """
-    tail = f" {kept}" if kept else ""
-    return DownloadError(f"{path}: cannot write ({exc.strerror or exc}); {write_failure_fix(exc, '--root')}, "
-                         f"then run the same command again.{tail}")
+    return write_error(DownloadError, exc, path, "--root", kept)
 
 
 _LOCAL_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS})
-
-
-def _expected_total(response: http.client.HTTPResponse, offset: int, known_size: int | None,
-                    url: str) -> tuple[int, int]:
-    """The full size of the file and the offset this response starts at (0 when it restarts)."""
-    length = response.headers.get("Content-Length")
-    if offset and response.status == 206:
-        content_range = response.headers.get("Content-Range", "")
-        try:
-            span, total_text = content_range.split(" ", 1)[1].split("/")
-            start = int(span.split("-")[0])
-            total = int(total_text)
-        except (IndexError, ValueError) as exc:
-            raise _ShortRead(f"unusable Content-Range {content_range!r}") from exc
-        if start != offset:
-            raise _ShortRead(f"server resumed at byte {start}, not {offset}")
-    else:  # 200: the server ignored Range (or none was sent); start the file again
-        offset = 0
-        if length is None:
-            if known_size is None:
-                raise DownloadError(f"{url}: the server sent no Content-Length, so a complete download "
-                                    "cannot be told from a cut one; use another --url-base.")
-            total = known_size
-        else:
-            total = int(length)
-    if known_size is not None and total != known_size:
-        raise DownloadError(f"{url}: the server announces {total} bytes but the manifest recorded "
-                            f"{known_size}; the file on the server changed. Delete its entry in "
-                            f"{MANIFEST_NAME} to accept the new file.")
-    return total, offset
 
 
 def _manifest_path(root: Path) -> Path:
