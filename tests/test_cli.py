@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -113,3 +114,17 @@ def test_errors_are_one_line_with_exit_2(args: tuple[str, ...], pattern: str) ->
     assert proc.returncode == 2
     assert pattern in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("command", [["list"], ["weights"]])
+def test_a_reader_that_closes_the_pipe_gets_no_traceback(command: list[str]) -> None:
+    # `spips-bench list | head -0`: the reader is gone before the first line is written.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "spips_bench", *command], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120, check=False)
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+    assert proc.returncode == 141

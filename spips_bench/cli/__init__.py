@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
@@ -50,6 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SpipsBenchError, ValueError, FileNotFoundError) as exc:
         print(f"spips-bench {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader of stdout went away (`spips-bench list | head`): stop quietly, as other tools do, and
+        # point stdout at nothing so that the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from spips_bench.report.grid import markdown_table, text_table
+
 HELP = ("list the registered metrics: direction, weights needed and present, training state "
         "(--datasets: the registered datasets)")
 
@@ -30,11 +32,7 @@ def dataset_rows() -> list[dict[str, object]]:
 
 
 def _print_table(table: list[tuple[str, ...]]) -> None:
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    for i, row in enumerate(table):
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    print("\n".join(text_table(table[0], table[1:])))
 
 
 def _list_datasets(fmt: str) -> int:
@@ -120,19 +118,18 @@ def render_markdown(rows: list[dict[str, object]]) -> str:
         "The present/missing column is left out here because it depends on the machine:",
         "run `spips-bench list` to see it for yours.",
         "",
-        "| metric | better | min size | symmetric | weights | extra packages | trained | description | reference |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
+    cells = []
     for r in rows:
         better = "higher ↑" if r["direction"] == "higher" else "lower ↓"
         weights = ", ".join(r["weights"]) or "-"  # type: ignore[arg-type]
         trained = "yes" if r["trained"] else "untrained by default"
         extra = ", ".join(r["packages"]) or "-"  # type: ignore[arg-type]
-        lines.append(
-            f"| `{r['name']}` | {better} | {r['min_size']} | {'yes' if r['symmetric'] else 'no'} | {weights} | {extra} "
-            f"| {trained} | {r['description']} | {r['citation']} |"
-        )
-    return "\n".join(lines) + "\n"
+        cells.append([f"`{r['name']}`", better, r["min_size"], "yes" if r["symmetric"] else "no", weights, extra,
+                      trained, r["description"], r["citation"]])
+    header = ["metric", "better", "min size", "symmetric", "weights", "extra packages", "trained", "description",
+              "reference"]
+    return "\n".join(lines + markdown_table(header, cells)) + "\n"
 
 
 def run(args: argparse.Namespace) -> int:

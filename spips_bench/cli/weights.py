@@ -38,6 +38,7 @@ def _short_license(text: str) -> str:
 def _print_status(fmt: str) -> int:
     from spips_bench import weights
     from spips_bench.registry import DISTRIBUTIONS, pip_install_line
+    from spips_bench.report.grid import text_table
 
     rows = weights.status()
     for r in rows:  # the exact install line for a file that ships in a wheel that is not installed
@@ -53,16 +54,11 @@ def _print_status(fmt: str) -> int:
         return f"{name} (missing: {r['install']})" if r["install"] else f"{name} (installed)"
 
     header = ("name", "status", "size", "sha256", "license", "ships in package")
-    table = [header] + [
+    print("\n".join(text_table(header, [
         (r["name"], f"present ({r['where']})" if r["present"] else "missing", _human(r["size"]),
          r["sha256"][:12], _short_license(r["license"]), package_cell(r))
         for r in rows
-    ]
-    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
-    for i, row in enumerate(table):
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    ])))
     missing = [r for r in rows if not r["present"]]
     if missing:
         print(f"\n{len(missing)} missing; `spips-bench weights fetch NAME|all` downloads them "

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from spips_bench.perf.common import BenchResult, bench_plan
+from spips_bench.report.grid import markdown_table
 
 #: Full BAPPS val: 2AFC triplets (six categories) and JND pairs (two categories), protocol section 1.
 BAPPS_VAL_TRIPLETS = 35_844
@@ -65,9 +66,7 @@ def _f(v: Any, digits: int = 1) -> str:
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return [*out, ""]
+    return [*markdown_table(header, rows), ""]
 
 
 def projection(result: BenchResult) -> list[dict[str, Any]]:
