@@ -18,6 +18,7 @@ import hashlib
 import http.client
 import json
 import os
+import socket
 import sys
 import tempfile
 import time
@@ -349,6 +350,12 @@ def fetch(url: str, part: Path, *, advice: FetchAdvice, error: type[Exception], 
             else:
                 last_error = exc
         except (urllib.error.URLError, http.client.HTTPException, OSError, _ShortRead) as exc:
+            if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, socket.gaierror):
+                # The host name does not resolve: no network here (an offline cluster) or a wrong host.
+                # Retrying cannot help and would keep an offline user waiting for minutes.
+                raise error(f"{url}: cannot resolve the host {urllib.parse.urlsplit(url).hostname!r} "
+                            f"({exc.reason.strerror or exc.reason}): this machine has no network, or the "
+                            f"address is wrong. {advice.retry}") from exc
             last_error = exc
         now = part.stat().st_size if part.exists() else 0
         failures = 0 if now > furthest else failures + 1

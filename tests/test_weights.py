@@ -391,3 +391,26 @@ def test_cli_fetch_downloads_from_local_server(isolated: Path, server: tuple[str
 def test_cli_fetch_unknown_name_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["weights", "fetch", "nope"]) == 2
     assert "unknown weight file" in capsys.readouterr().err
+
+
+def test_a_host_that_does_not_resolve_fails_at_once_without_retries(monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path) -> None:
+    # An offline cluster without SPIPS_BENCH_OFFLINE: the name lookup fails. Retrying with backoff would
+    # keep `run --metrics all` waiting for minutes per weight file; one attempt and one clear line instead.
+    import socket
+    import urllib.error
+
+    from spips_bench import io as spips_io
+
+    calls = []
+
+    def no_dns(*args: object, **kwargs: object) -> object:
+        calls.append(args)
+        raise urllib.error.URLError(socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
+
+    monkeypatch.setattr(spips_io, "open_url", no_dns)
+    monkeypatch.setattr(spips_io.time, "sleep", lambda s: pytest.fail(f"retried after a failed name lookup ({s} s)"))
+    with pytest.raises(WeightsUnavailableError, match=r"cannot resolve the host .weights\.example.*no network"):
+        weights.download("alexnet", dest_dir=tmp_path, url="http://weights.example/alexnet.pth", offline=False,
+                         progress=False)
+    assert len(calls) == 1
