@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import errno
+from collections.abc import Sequence
 
 
 class SpipsBenchError(Exception):
@@ -51,6 +53,12 @@ class StoreWriteError(SpipsBenchError, OSError):
 
 class DeviceError(SpipsBenchError, ValueError):
     """A ``--device`` that is not a device name, or names a device this machine does not have."""
+
+
+def did_you_mean(value: str, choices: Sequence[str]) -> str:
+    """``" Did you mean 'x'?"`` for the choice closest to a mistyped ``value``; empty when none is close."""
+    close = difflib.get_close_matches(value, list(choices), n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
 
 
 def write_failure_fix(exc: OSError, other: str) -> str:

@@ -19,7 +19,6 @@ a problem stops the run or skips the sample, and can say so in the main process 
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 from collections.abc import Sequence
@@ -32,7 +31,7 @@ from torch.utils.data import Dataset
 
 from spips_bench.data.cards import load_card
 from spips_bench.data.images import read_image
-from spips_bench.errors import DatasetError, ImageReadError
+from spips_bench.errors import DatasetError, ImageReadError, did_you_mean
 from spips_bench.run.store import sample_problem
 from spips_bench.stats.kinds import JND, TWO_AFC, JudgmentKind, judgment_kind
 
@@ -68,10 +67,6 @@ __all__ = [
 ]
 
 
-def _did_you_mean(value: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(value, list(choices), n=1)
-    return f" Did you mean {close[0]!r}?" if close else ""
-
 
 def _bapps_kind(kind: str | JudgmentKind) -> str:
     """The name of a kind BAPPS has; ValueError naming the kinds it has otherwise."""
@@ -80,7 +75,7 @@ def _bapps_kind(kind: str | JudgmentKind) -> str:
     except ValueError:
         known = ", ".join(repr(k) for k in _CATEGORIES)
         raise ValueError(f"unknown BAPPS kind {str(kind)!r}; use one of {known}."
-                         + _did_you_mean(str(kind), tuple(_CATEGORIES))) from None
+                         + did_you_mean(str(kind), tuple(_CATEGORIES))) from None
 
 
 def _check_split(kind: str | JudgmentKind, split: str) -> tuple[str, ...]:
@@ -89,7 +84,7 @@ def _check_split(kind: str | JudgmentKind, split: str) -> tuple[str, ...]:
     if split not in splits:
         raise ValueError(
             f"BAPPS {name} has no split {split!r}; choose one of {', '.join(splits)}."
-            + _did_you_mean(split, splits)
+            + did_you_mean(split, splits)
         )
     return _CATEGORIES[name][split]
 
@@ -125,7 +120,7 @@ def resolve_categories(kind: str | JudgmentKind, split: str, requested: list[str
         if name not in known:
             raise ValueError(
                 f"BAPPS {kind} {split} has no category {name!r}; choose from {', '.join(known)}."
-                + _did_you_mean(name, known)
+                + did_you_mean(name, known)
             )
         if name not in out:
             out.append(name)
@@ -344,7 +339,7 @@ class _PairedFolders(Dataset[dict[str, Any]]):
             resolve_categories(self._kind, split, [category])
         elif category not in categories:
             raise ValueError(f"{dataset} {self._kind} {split} has no category {category!r}; choose from "
-                             f"{', '.join(categories)}." + _did_you_mean(category, categories))
+                             f"{', '.join(categories)}." + did_you_mean(category, categories))
         self.dataset = dataset
         self.min_size = min_size
         self.root = Path(root)

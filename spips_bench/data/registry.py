@@ -22,7 +22,6 @@ loaded is reported by :func:`dataset_problems` (and ``spips-bench list --dataset
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Mapping, Sequence
 from importlib.metadata import entry_points
@@ -31,7 +30,7 @@ from types import MappingProxyType
 from typing import Any
 
 from spips_bench.data.cards import load_card
-from spips_bench.errors import DatasetError
+from spips_bench.errors import DatasetError, did_you_mean
 from spips_bench.stats.kinds import KINDS, JudgmentKind, judgment_kind
 
 ENTRY_POINT_GROUP = "spips_bench.datasets"
@@ -55,10 +54,6 @@ __all__ = [
     "load_card",
 ]
 
-
-def _suggest(value: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(value, list(choices), n=1)
-    return f" Did you mean {close[0]!r}?" if close else ""
 
 
 class Dataset:
@@ -174,7 +169,7 @@ class Dataset:
         for c in categories:
             if not any(c == pc for _, pc in plan):
                 raise ValueError(f"dataset {self.name!r} {split} has no category {c!r}; choose from "
-                                 f"{', '.join(every)}." + _suggest(c, every))
+                                 f"{', '.join(every)}." + did_you_mean(c, every))
         return plan
 
     def reader(self, root: Path, kind: str, split: str, category: str, load_size: int | None,
@@ -341,7 +336,7 @@ class DatasetRegistry:
             return self._datasets[key]
         broken = "".join(f" Plugin {n!r} was not loaded: {e}." for n, e in sorted(self.plugin_errors.items()))
         raise ValueError(f"unknown dataset {name!r}; choose {AUTO!r} or one of {', '.join(self.names())} "
-                         f"(`spips-bench list --datasets`).{_suggest(key, self.names())}{broken}")
+                         f"(`spips-bench list --datasets`).{did_you_mean(key, self.names())}{broken}")
 
 
 #: The process-wide registry behind :func:`get_dataset`.
