@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,27 @@ def demo(demo_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("SPIPS_BENCH_BAPPS", raising=False)
     monkeypatch.delenv("SPIPS_BENCH_DATA", raising=False)
     return default_demo_root()
+
+
+@pytest.fixture
+def demo_cnn_copy(demo: Path) -> Callable[[Path, int], Path]:
+    """Build a BAPPS root from the first ``n`` samples of the demo's 2AFC val cnn and JND val cnn.
+
+    Every 2AFC val category folder is created (empty but cnn) so that the root counts as BAPPS val.
+    """
+    import shutil
+
+    from spips_bench.data.bapps import TWO_AFC_CATEGORIES
+
+    def build(root: Path, n: int) -> Path:
+        for c in TWO_AFC_CATEGORIES["val"]:
+            (root / "2afc" / "val" / c).mkdir(parents=True, exist_ok=True)
+        for kind, parts in (("2afc", ("ref", "p0", "p1", "judge")), ("jnd", ("p0", "p1", "same"))):
+            for part in parts:
+                src, dst = demo / kind / "val" / "cnn" / part, root / kind / "val" / "cnn" / part
+                dst.mkdir(parents=True, exist_ok=True)
+                for f in sorted(src.iterdir())[:n]:
+                    shutil.copy(f, dst / f.name)
+        return root
+
+    return build

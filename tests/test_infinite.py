@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,22 +27,9 @@ IDENTICAL = (0, 5, 10, 15)  # the samples made identical: 2AFC p0 := ref, JND p1
 
 
 @pytest.fixture
-def identical(demo_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def identical(demo_cnn_copy: Callable[[Path, int], Path], tmp_path: Path) -> Path:
     """A BAPPS root (2AFC and JND val cnn, N samples each) where the IDENTICAL samples are identical pairs."""
-    from spips_bench.data.bapps import TWO_AFC_CATEGORIES
-    from spips_bench.data.demo import default_demo_root
-
-    monkeypatch.setenv("SPIPS_BENCH_CACHE", str(demo_cache))
-    demo = default_demo_root()
-    root = tmp_path / "bapps"
-    for c in TWO_AFC_CATEGORIES["val"]:
-        (root / "2afc" / "val" / c).mkdir(parents=True)
-    for kind, parts in (("2afc", ("ref", "p0", "p1", "judge")), ("jnd", ("p0", "p1", "same"))):
-        for part in parts:
-            src, dst = demo / kind / "val" / "cnn" / part, root / kind / "val" / "cnn" / part
-            dst.mkdir(parents=True, exist_ok=True)
-            for f in sorted(src.iterdir())[:N]:
-                shutil.copy(f, dst / f.name)
+    root = demo_cnn_copy(tmp_path / "bapps", N)
     two, jnd = root / "2afc" / "val" / "cnn", root / "jnd" / "val" / "cnn"
     for i in IDENTICAL:
         shutil.copy(two / "ref" / f"{i:06d}.png", two / "p0" / f"{i:06d}.png")

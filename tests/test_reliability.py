@@ -44,20 +44,9 @@ BATCH = 4
 
 
 @pytest.fixture
-def bapps(demo: Path, tmp_path: Path) -> Path:
+def bapps(demo_cnn_copy: Callable[[Path, int], Path], tmp_path: Path) -> Path:
     """A BAPPS root with the first N samples of the demo's 2AFC val cnn and JND val cnn, to be damaged."""
-    from spips_bench.data.bapps import TWO_AFC_CATEGORIES
-
-    root = tmp_path / "bapps"
-    for c in TWO_AFC_CATEGORIES["val"]:  # every val category must exist for BAPPS to count as present
-        (root / "2afc" / "val" / c).mkdir(parents=True)
-    for kind, parts in (("2afc", ("ref", "p0", "p1", "judge")), ("jnd", ("p0", "p1", "same"))):
-        for part in parts:
-            src, dst = demo / kind / "val" / "cnn" / part, root / kind / "val" / "cnn" / part
-            dst.mkdir(parents=True, exist_ok=True)
-            for f in sorted(src.iterdir())[:N]:
-                shutil.copy(f, dst / f.name)
-    return root
+    return demo_cnn_copy(tmp_path / "bapps", N)
 
 
 def _names(n: int = N) -> list[str]:

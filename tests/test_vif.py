@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from test_classical import _noisy, _structured
 
 from spips_bench.zoo import vif as vif_module
 from spips_bench.zoo.vif import (
@@ -17,19 +18,6 @@ from spips_bench.zoo.vif import (
     vif_information,
     vif_subbands_used,
 )
-
-
-def _structured(n: int, size: int, seed: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """Smooth random images plus fine texture, RGB in [0, 1]."""
-    g = torch.Generator().manual_seed(seed)
-    base = torch.rand(n, 3, size // 8, size // 8, generator=g, dtype=torch.float64)
-    base = torch.nn.functional.interpolate(base, size=(size, size), mode="bicubic", align_corners=False)
-    return (0.7 * base + 0.3 * torch.rand(n, 3, size, size, generator=g, dtype=torch.float64)).clamp(0, 1).to(dtype)
-
-
-def _noisy(x: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return (x + sigma * torch.randn(x.shape, generator=g, dtype=x.dtype)).clamp(0, 1)
 
 
 # Both sides are float64 sums of the same products; observed 3.6e-13 on values up to 255.
