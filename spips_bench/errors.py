@@ -55,6 +55,12 @@ class DeviceError(SpipsBenchError, ValueError):
     """A ``--device`` that is not a device name, or names a device this machine does not have."""
 
 
+class UntrainedHeadsWarning(UserWarning):
+    """A learned metric was created without trained parameters: its heads keep their data-free
+    initialisation (SPIPS without ``checkpoint=``). Harness code that labels untrained metrics itself
+    silences it with ``warnings.simplefilter("ignore", UntrainedHeadsWarning)``."""
+
+
 def did_you_mean(value: str, choices: Sequence[str]) -> str:
     """``" Did you mean 'x'?"`` for the choice closest to a mistyped ``value``; empty when none is close."""
     close = difflib.get_close_matches(value, list(choices), n=1)

@@ -21,6 +21,7 @@ checkpoint is loaded). The attributes ``metric.name``, ``metric.min_size``, ... 
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -35,7 +36,9 @@ class Metric(torch.nn.Module):
     """Base class of all metrics.
 
     Subclasses implement :meth:`score` (no validation needed there) and, when a metric can reuse work
-    across the pairs of a 2AFC triplet, :meth:`features` and :meth:`compare`.
+    across the pairs of a 2AFC triplet, :meth:`features` and :meth:`compare`; a metric whose trunk other
+    metrics may share (the same network with the same weights) also :meth:`trunk_key`,
+    :meth:`trunk_features` and :meth:`features_from_trunk`.
 
     Metadata, read from :attr:`spec` (module docstring; a plugin class's own attributes of the same
     names take precedence, being its declaration):
@@ -125,6 +128,32 @@ class Metric(torch.nn.Module):
     def compare(self, f_dist: Any, f_ref: Any) -> torch.Tensor:
         """Scores from two :meth:`features` results; equals ``score(dist, ref)``."""
         raise NotImplementedError(f"{type(self).__name__} has no compare() fast path")
+
+    # -- optional trunk sharing: metrics with equal trunks run them once per image ----------------------
+
+    def trunk_key(self) -> Hashable | None:
+        """The identity of this metric's trunk network *and its weights*, or ``None`` (the default: no
+        sharing).
+
+        Two metrics whose keys are equal must return equal :meth:`trunk_features` for the same images
+        (bit for bit on one device): the runner then computes them with one metric and hands them to
+        every metric of the group (:meth:`features_from_trunk`). A key therefore names everything that
+        changes the features: the network's class and layers, a digest of its weights (not only a file
+        name: random or fine-tuned weights must differ), the input normalisation, the tapped layers,
+        dtype and device. Metrics that declare a key implement :meth:`features`/:meth:`compare` too.
+        """
+        return None
+
+    def trunk_features(self, x: torch.Tensor) -> Any:
+        """The shared part of :meth:`features` of a validated batch: the trunk's raw output (e.g. its
+        tapped activations, before this metric's own normalisation)."""
+        raise NotImplementedError(f"{type(self).__name__} declares no shared trunk")
+
+    def features_from_trunk(self, shared: Any, x: torch.Tensor) -> Any:
+        """:meth:`features` of ``x`` from ``shared``, the :meth:`trunk_features` of ``x`` computed by a
+        metric with an equal :meth:`trunk_key`; equals ``features(x)``. ``shared`` is read by every metric
+        of the group: never modify it in place."""
+        raise NotImplementedError(f"{type(self).__name__} declares no shared trunk")
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, higher_is_better={self.higher_is_better}"

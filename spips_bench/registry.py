@@ -50,6 +50,8 @@ class MetricSpec:
             (``tables --compare-paper``); ``None`` where the paper has no such row.
         pyiqa_bridge: whether :func:`spips_bench.integrations.pyiqa.register` offers the metric to pyiqa's
             ``create_metric`` by default.
+        display: the metric's name in the paper-layout tables (``"MS-SSIM"``, ``"SPIPS (ours)"``); empty
+            (the default) shows :attr:`name`.
     """
 
     name: str
@@ -69,6 +71,11 @@ class MetricSpec:
     source: str = "builtin"
     paper_row: str | None = None
     pyiqa_bridge: bool = False
+    display: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.display:
+            object.__setattr__(self, "display", self.name)
 
     @property
     def direction(self) -> str:
@@ -293,6 +300,7 @@ def spec_from_class(cls: type, *, name: str | None = None, source: str = "builti
         source=source,
         paper_row=_declared(cls, "paper_row", None),
         pyiqa_bridge=bool(_declared(cls, "pyiqa_bridge", False)),
+        display=str(_declared(cls, "display", "") or ""),
     )
 
 

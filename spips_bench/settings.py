@@ -5,8 +5,9 @@
                            ``train`` and ``download``; default ``./datasets/bapps``.
 ``SPIPS_BENCH_OFFLINE``    ``1``/``true``/``yes``/``on``: never download (weights or BAPPS).
 ``SPIPS_BENCH_WEIGHTS``    a folder of weight files, searched before the torch hub cache.
-``SPIPS_BENCH_CACHE``      the spips-bench cache (the demo set lives in ``demo-v<N>/`` under it);
-                           default ``$XDG_CACHE_HOME/spips-bench``, else ``~/.cache/spips-bench``.
+``SPIPS_BENCH_CACHE``      the spips-bench cache (the demo set lives in ``demo-v<N>/`` under it, the
+                           decoded patches of ``run``/``train`` in ``patches/``); default
+                           ``$XDG_CACHE_HOME/spips-bench``, else ``~/.cache/spips-bench``.
 ``TORCH_HOME``             the torch hub cache (weights in ``hub/checkpoints``); default
                            ``$XDG_CACHE_HOME/torch``, else ``~/.cache/torch`` (torch's own rule).
 ``XDG_CACHE_HOME``         the base of both caches when they are not set.

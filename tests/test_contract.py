@@ -11,6 +11,7 @@ reason (``MetricSpec.unavailable_reason``); nothing is downloaded.
 
 from __future__ import annotations
 
+import copy
 import functools
 import re
 from collections.abc import Callable
@@ -265,6 +266,50 @@ def check_fast_path(s: Subject) -> None:
                                        msg=lambda m, label=label: f"{s.spec.name} fast path, {label}: {m}")
 
 
+def _perturbed(metric: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``metric`` with every floating parameter and buffer moved by a small fixed-seed amount."""
+    other = copy.deepcopy(metric)
+    g = torch.Generator().manual_seed(11)
+    with torch.no_grad():
+        for t in [*other.parameters(), *other.buffers()]:
+            if t.is_floating_point():
+                t.add_(1e-2 * torch.randn(t.shape, generator=g, dtype=t.dtype))
+    return other
+
+
+def check_trunk_sharing(s: Subject) -> None:
+    """Where a metric declares a ``trunk_key``: the key is hashable and stable, ``compare`` of
+    ``features_from_trunk(trunk_features(x), x)`` equals ``metric(dist, ref)``, equal keys give the same
+    scores from each other's trunk outputs (a fresh instance, a copy with perturbed weights), and a
+    float64 copy has another key."""
+    metric = s.metric
+    key_of = getattr(metric, "trunk_key", None)
+    key = key_of() if callable(key_of) else None
+    if key is None:
+        pytest.skip(f"{s.spec.name}: declares no shared trunk (trunk_key() is None)")
+    name = s.spec.name
+    hash(key)
+    assert getattr(metric, "has_features", False), f"{name}: a trunk_key needs the features()/compare() fast path"
+    dist, ref = pairs(size=s.size, seed=10)
+
+    def shared_scores(owner: torch.nn.Module) -> torch.Tensor:
+        fd, fr = (metric.features_from_trunk(owner.trunk_features(x), x) for x in (dist, ref))  # type: ignore[operator]
+        out: torch.Tensor = metric.compare(fd, fr)  # type: ignore[operator]
+        return out
+
+    with torch.no_grad():
+        fast = shared_scores(metric)
+        torch.testing.assert_close(fast, metric(dist, ref), **SAME_TOL,
+                                   msg=lambda m: f"{name} scores from trunk_features: {m}")
+        assert metric.trunk_key() == key, f"{name}: trunk_key() changed between calls"  # type: ignore[operator]
+        for label, other in (("a fresh instance", s.build()), ("a copy with perturbed weights", _perturbed(metric))):
+            if other.trunk_key() == key:  # type: ignore[operator]
+                torch.testing.assert_close(shared_scores(other), fast, **SAME_TOL,
+                                           msg=lambda m, label=label: f"{name}, equal key of {label}: {m}")
+    wide = s.build().to(torch.float64)
+    assert wide.trunk_key() != key, f"{name}: a float64 copy has the float32 trunk_key"  # type: ignore[operator]
+
+
 #: Every check, by name; tests/test_plugin.py runs them on a plugin's metric.
 CHECKS: dict[str, Callable[[Subject], None]] = {
     "output": check_output,
@@ -277,6 +322,7 @@ CHECKS: dict[str, Callable[[Subject], None]] = {
     "gradient": check_gradient,
     "bf16-autocast": check_bf16_autocast,
     "fast-path": check_fast_path,
+    "trunk-sharing": check_trunk_sharing,
 }
 
 
@@ -308,10 +354,13 @@ def test_contract(name: str, check: str) -> None:
 class _Defective(torch.nn.Module):
     """The registered PSNR with one clause of the contract broken (``defect``), or none."""
 
+    gain: torch.Tensor
+
     def __init__(self, defect: str | None) -> None:
         super().__init__()
         self.inner = spips_bench.create_metric("psnr")
         self.defect = defect
+        self.register_buffer("gain", torch.tensor(0.5))
 
     def forward(self, dist: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         if self.defect == "accepts-anything":
@@ -347,6 +396,19 @@ class _Defective(torch.nn.Module):
         out = self(f_dist, f_ref)
         return out * 1.001 if self.defect == "fast-path-drift" else out
 
+    def trunk_key(self) -> tuple[object, ...]:
+        # its "trunk" multiplies by the buffer ``gain``, whose value and dtype the key must name
+        if self.defect == "trunk-key-blind":
+            return ("stand-in",)
+        return ("stand-in", float(self.gain), str(self.gain.dtype))
+
+    def trunk_features(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gain
+
+    def features_from_trunk(self, shared: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        out = (shared / 0.5).clamp(0.0, 1.0)  # exact: gain is 0.5
+        return (out * 1.001).clamp(0.0, 1.0) if self.defect == "trunk-drift" else out
+
 
 #: Each defect and the check that must reject it.
 DEFECTS = {
@@ -359,6 +421,8 @@ DEFECTS = {
     "rounds-dist": "gradient",
     "autocast-drift": "bf16-autocast",
     "fast-path-drift": "fast-path",
+    "trunk-drift": "trunk-sharing",
+    "trunk-key-blind": "trunk-sharing",
 }
 
 

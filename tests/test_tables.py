@@ -109,41 +109,38 @@ def test_ablation_tables_order_and_membership() -> None:
              MetricInfo("no-sem", False, ablation_of="spips"), MetricInfo("spips-abla1", False, ablation_of="spips")]
     rows = [row(i.name, s, v) for v, i in zip((0.8, 0.7, 0.6, 0.5, 0.4), infos, strict=True)
             for s in ("plcc", "srcc", "krcc")]
-    doc = render_tables(rows, infos, fmt="md", title="T", compare_paper=True)
+    doc = render_tables(rows, infos, fmt="md", title="T")
     tables = md_tables(doc)
     headings = [line for line in doc.splitlines() if line.startswith("### ")]
     main = tables[0]
     assert "Table V" in headings[0] and [r[0] for r in main[2:]] == ["spips ↓", "lpips ↓"]
     abla = tables[headings.index(next(h for h in headings if "Table II" in h))]
-    # each full metric after its ablations, in the given order; paper values from Table II
+    # each full metric after its ablations, in the given order
     assert [r[0] for r in abla[2:]] == ["spips-abla2 ↓", "no-sem ↓", "spips-abla1 ↓", "spips ↓"]
-    assert abla[2][1] == "0.60 (paper 0.79, -0.19)" and abla[5][1] == "**0.80** (paper 0.81, -0.01)"
-    assert abla[3][1] == "0.50"  # no paper row for an unnamed ablation
+    assert abla[2][1] == "0.60" and abla[5][1] == "**0.80**" and abla[3][1] == "0.50"
     assert sum("Table II" in h or "Table III" in h or "Table IV" in h for h in headings) == 3
 
 
 # -- paper comparison ---------------------------------------------------------------------------------------
 
 
-def test_compare_paper_values(real_rows: list[SummaryRow]) -> None:
+def test_plain_tables_hold_one_number_per_cell(real_rows: list[SummaryRow]) -> None:
+    # The paper's values are compared in tables of their own (tests/test_paper_tables.py), never in these.
     infos = {**INFOS, "mine": MetricInfo("mine", True)}
     rows = [*real_rows, row("mine", "plcc", 0.5),
             row("lpips", "srcc", 0.7, kind="jnd", category="traditional")]
-    doc = render_tables(rows, infos, fmt="md", title="T", compare_paper=True)
+    doc = render_tables(rows, infos, fmt="md", title="T")
     tables = md_tables(doc)
     plcc = {r[0]: r[1:] for r in tables[1][2:]}
-    # lpips decision PLCC on cnn is 0.7944 (protocol example); Table V prints 0.78 for LPIPS
-    assert plcc["lpips ↓"][0] == "**0.79** (paper 0.78, +0.01)"  # best of the column: bold
-    assert "paper" not in plcc["mine ↑"][0]  # no paper row for an unknown metric
-    jnd = tables[4]  # Table VIII layout: LPIPS Trad SRCC is 0.57 in the paper
+    # lpips decision PLCC on cnn is 0.7944 (protocol example)
+    assert plcc["lpips ↓"][0] == "**0.79**"  # best of the column: bold
+    jnd = tables[4]
     assert jnd[0] == ["Metric", "Trad SRCC"]  # columns without any value are left out
-    assert dict((r[0], r[1]) for r in jnd[2:])["lpips ↓"] == "0.70 (paper 0.57, +0.13)"  # alone: no bold
-    abla = next(t for t in tables if t[2][0].startswith("spips-abla1"))  # Table II: abla1 cnn PLCC 0.78
-    assert "(paper 0.78, " in abla[2][1]
-    continuous = tables[-1]
-    assert not any("paper" in c for r in continuous for c in r)  # the paper has no continuous variant
-    tex = render_tables(rows, infos, fmt="tex", title="T", compare_paper=True)
-    assert "(paper 0.78, $+0.01$)" in tex
+    assert dict((r[0], r[1]) for r in jnd[2:])["lpips ↓"] == "0.70"  # alone: no bold
+    assert all(len(re.findall(r"\d+\.\d+", c)) <= 1 for t in tables for r in t[2:] for c in r[1:])
+    assert "paper 0." not in doc
+    with pytest.raises(TypeError):
+        render_tables(rows, infos, fmt="md", title="T", compare_paper=True)  # type: ignore[call-arg]
 
 
 def test_paper_values_transcription() -> None:
@@ -211,7 +208,7 @@ def full_tex(real_rows: list[SummaryRow]) -> str:
     extra += [SummaryRow("2afc", r.category, "spips", r.statistic, r.value - 0.01, r.ci_low, r.ci_high, r.n)
               for r in real_rows if r.metric == "lpips"]
     return render_tables([*real_rows, *extra], infos, fmt="tex", title="BAPPS val & more_",
-                         footnotes=["x_y: 5% of $1"], compare_paper=True, intervals=True)
+                         footnotes=["x_y: 5% of $1"], intervals=True)
 
 
 def test_latex_structure(real_rows: list[SummaryRow]) -> None:

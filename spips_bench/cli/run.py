@@ -38,6 +38,44 @@ def _positive(value: str) -> int:
     return n
 
 
+def checkpoint_arguments(values: list[str] | None) -> tuple[Path | None, dict[str, Path]]:
+    """Split the values of a repeated ``--checkpoint`` into the bare file and the ``NAME=PATH`` pairs.
+
+    A value naming an existing file is a bare path even if it holds ``=``; any other value with ``=``
+    is ``NAME=PATH``. Names are checked against the run's metrics later
+    (:func:`spips_bench.run.config.metric_checkpoints`), where aliases and spellings are resolved.
+
+    Raises:
+        RunConfigError: an empty NAME or PATH, a NAME given twice, two bare paths, or a bare path that
+            does not exist.
+    """
+    from spips_bench.errors import RunConfigError
+
+    bare: Path | None = None
+    named: dict[str, Path] = {}
+    for value in values or []:
+        if "=" in value and not Path(value).is_file():
+            name, _, path = value.partition("=")
+            name = name.strip()
+            if not name or not path:
+                what = "a metric name before '='" if not name else "a file after '='"
+                raise RunConfigError(f"--checkpoint {value}: missing {what}; pass NAME=PATH (a metric of --metrics "
+                                     "and the final.safetensors `spips-bench train` wrote for it) or a bare PATH.")
+            if name in named:
+                raise RunConfigError(f"--checkpoint {value}: {name!r} already has a checkpoint ({named[name]}); "
+                                     "give one checkpoint per metric.")
+            named[name] = Path(path)
+            continue
+        if bare is not None:
+            raise RunConfigError(f"--checkpoint {value}: a bare checkpoint ({bare}) is given already; name the "
+                                 "metric of each further one as NAME=PATH.")
+        bare = Path(value)
+        if not bare.is_file():
+            raise RunConfigError(f"--checkpoint {value}: no such file; pass the checkpoint `spips-bench train` "
+                                 "wrote (its final.safetensors), or NAME=PATH for one metric.")
+    return bare, named
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", type=_csv, required=True, metavar="LIST|all",
                    help="comma-separated metric names (see `spips-bench list`), or 'all'")
@@ -68,8 +106,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "footnote")
     p.add_argument("--bootstrap", type=_positive, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--seed", type=_positive, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--checkpoint", type=Path, default=None,
-                   help="trained parameters for the metrics that take a checkpoint")
+    p.add_argument("--checkpoint", action="append", default=None, metavar="[NAME=]PATH",
+                   help="trained parameters: NAME=PATH for metric NAME (repeatable, one per metric), or a bare "
+                        "PATH for every metric that takes a checkpoint and has no NAME=PATH")
     p.add_argument("--offline", action="store_true", help="never download weights; skip metrics lacking them")
     p.add_argument("--overwrite", action="store_true",
                    help="discard results of another configuration in --out instead of refusing")
@@ -77,6 +116,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a sample whose files cannot be used: fail (default) stops naming the file; skip "
                         "leaves it out of every statistic, lists it in run.json and footnotes the tables")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-cache", action="store_true",
+                   help="decode every image from its file and write no decoded-patch cache (default: each "
+                        "category is decoded once into $SPIPS_BENCH_CACHE/patches and later runs read it)")
 
 
 class StopSignal(KeyboardInterrupt):
@@ -124,15 +166,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ValueError("--batch-size must be at least 1.")
-    if args.checkpoint is not None and not args.checkpoint.is_file():
-        raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such file.")
+    checkpoint, checkpoints = checkpoint_arguments(args.checkpoint)
     config = RunConfig(
         metrics=args.metrics, split=args.split, dataset=args.dataset, root=args.root,
         categories=args.categories, kinds=args.kinds, out=args.out, device=args.device,
         batch_size=args.batch_size, workers=args.workers, amp=args.amp, load_size=args.load_size,
-        strict=args.strict, bootstrap=args.bootstrap, seed=args.seed, checkpoint=args.checkpoint,
-        offline=args.offline, overwrite=args.overwrite, progress=not args.no_progress,
-        on_error=args.on_error,
+        strict=args.strict, bootstrap=args.bootstrap, seed=args.seed, checkpoint=checkpoint,
+        checkpoints=checkpoints, offline=args.offline, overwrite=args.overwrite, progress=not args.no_progress,
+        on_error=args.on_error, cache=not args.no_cache,
     )
     with _stop_signals() as caught:
         try:

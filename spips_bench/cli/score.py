@@ -24,11 +24,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import os
+    import warnings
 
     import torch
 
     from spips_bench.data.images import read_image
-    from spips_bench.errors import ImageReadError
+    from spips_bench.errors import ImageReadError, UntrainedHeadsWarning
     from spips_bench.registry import accepts_option, create_metric, get_spec
     from spips_bench.validation import resolve_device
 
@@ -65,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
             if not accepts_option(spec, "checkpoint"):
                 raise ValueError(f"--checkpoint was given but metric {spec.name!r} has no trained heads to load.")
             options["checkpoint"] = args.checkpoint
-        metric = create_metric(spec.name, **options).to(device).eval()
+        with warnings.catch_warnings():  # the output marks untrained metrics itself
+            warnings.simplefilter("ignore", UntrainedHeadsWarning)
+            metric = create_metric(spec.name, **options).to(device).eval()
         with torch.inference_mode():
             value = float(metric(dist, ref).double().item())
         scores[spec.name] = value

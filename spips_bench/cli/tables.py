@@ -4,6 +4,11 @@ With ``--check DIR`` it verifies committed results instead: the run recorded in 
 scored again into a temporary folder (or ``--from OUT`` is used as is), telling on stderr what it scores,
 and compared with ``DIR`` as :mod:`spips_bench.report.check` says: the tables exactly, the numbers of
 ``summary.csv`` within :data:`~spips_bench.report.check.SUMMARY_TOLERANCE`, ``run.json`` in every result field.
+
+With ``--out DIR`` it writes the paper's Tables II-VIII of the run into ``DIR`` instead
+(:func:`spips_bench.report.paper.write_paper_tables`), and with ``--compare-paper`` the published values
+and the differences beside them, in tables of their own; the run folder is only read. ``--compare-paper``
+needs ``--out``, and refuses a run on synthetic judgments unless ``--allow-synthetic``.
 """
 
 from __future__ import annotations
@@ -17,11 +22,14 @@ from typing import Any
 
 from spips_bench.report.check import SUMMARY_TOLERANCE
 
-HELP = "rebuild summary.csv, tables.md and tables.tex from a run folder's store (no metric is computed)"
+HELP = ("rebuild summary.csv, tables.md and tables.tex from a run folder's store (no metric is computed); with "
+        "--out, the paper's Tables II-VIII (--compare-paper: beside the published values)")
 
 #: Settings of a recorded run that a check reproduces; the rest (out, progress, workers) are local.
+#: The checkpoints are not among them: each metric's entry names its own file and SHA-256 (several
+#: invocations into one folder may each have passed another), see :func:`recorded_checkpoints`.
 _REPLAYED = ("metrics", "split", "categories", "kinds", "batch_size", "amp", "load_size", "strict",
-             "bootstrap", "seed", "checkpoint", "offline", "on_error")
+             "bootstrap", "seed", "offline", "on_error")
 
 
 def _formats(value: str) -> list[str]:
@@ -39,8 +47,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run folder written by `spips-bench run` (its --out)")
     p.add_argument("--format", type=_formats, default=None, metavar="md,tex",
                    help="table formats to write (default md,tex)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="write the paper's Tables II-VIII of --from OUT (display names, the paper's row order, "
+                        "significance marks) into DIR as paper-tables.md/.tex; OUT is only read")
     p.add_argument("--compare-paper", action="store_true",
-                   help="show the paper's published values beside ours")
+                   help="with --out: add the paper's published values and ours minus the paper, each in a table "
+                        "of its own")
+    p.add_argument("--allow-synthetic", action="store_true",
+                   help="let --compare-paper compare a run on synthetic judgments (the demo set) with the paper, "
+                        "every table under a warning banner")
     p.add_argument("--intervals", action="store_true", help="show bootstrap intervals in the tables")
     p.add_argument("--check", type=Path, default=None, metavar="DIR",
                    help="re-score the run recorded in DIR/run.json (or use --from) and fail if the results "
@@ -49,19 +64,56 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "and versions")
 
 
+def recorded_checkpoints(record: dict[str, Any]) -> dict[str, Path]:
+    """The checkpoint each recorded metric was scored with, checked against its recorded SHA-256.
+
+    A metric's entry holds its file (``checkpoint``) and ``checkpoint_sha256``; an entry written before
+    per-metric checkpoints holds the hash only, and its file is the run's ``--checkpoint`` argument.
+
+    Raises:
+        RunConfigError: a checkpoint file that is no longer there, or whose SHA-256 changed since.
+    """
+    from spips_bench.errors import RunConfigError
+    from spips_bench.io import sha256_file
+
+    bare = record.get("arguments", {}).get("checkpoint")
+    found: dict[str, Path] = {}
+    for name, info in record.get("metrics", {}).items():
+        sha = info.get("checkpoint_sha256")
+        if not sha:
+            continue
+        where = info.get("checkpoint") or bare
+        if not where:
+            raise RunConfigError(f"run.json: metric {name!r} was scored with a checkpoint (SHA-256 {sha[:12]}) "
+                                 "whose file it does not name; rerun the recorded command instead.")
+        path = Path(where)
+        now = sha256_file(path) if path.is_file() else None
+        if now != sha:
+            state = "is not there" if now is None else f"now has SHA-256 {now[:12]}"
+            raise RunConfigError(f"{path}: metric {name!r} was scored with this checkpoint (SHA-256 {sha[:12]}), "
+                                 f"and it {state}; the recorded scores cannot be regenerated from it. Put the "
+                                 "checkpoint they were scored with back there, or score the new one into a "
+                                 "new run folder.")
+        found[name] = path
+    return found
+
+
 def replay_configs(record: dict[str, Any], out: Path) -> list[Any]:
     """The :class:`~spips_bench.run.config.RunConfig` s that reproduce a recorded run folder into ``out``.
 
     A folder can hold several invocations (metrics or categories added later). Each recorded metric
     lists the ``kind/category`` it holds; consecutive metrics holding the same set are replayed together,
-    in the recorded order, so the replayed ``run.json`` lists the metrics in the same order.
+    in the recorded order, so the replayed ``run.json`` lists the metrics in the same order. Each metric
+    gets the checkpoint it was scored with (:func:`recorded_checkpoints`).
+
+    Raises:
+        RunConfigError: a checkpoint that changed or is gone (before anything is scored).
     """
     from spips_bench.run.config import RunConfig
 
     args = record.get("arguments", {})
     kept = {k: args[k] for k in _REPLAYED if k in args}
-    if kept.get("checkpoint"):
-        kept["checkpoint"] = Path(kept["checkpoint"])
+    checkpoints = recorded_checkpoints(record)
     stats = record.get("statistics", {})
     kept.update({k: stats[k] for k in ("bootstrap", "seed") if k in stats})
     dataset = record.get("dataset", {})
@@ -86,7 +138,8 @@ def replay_configs(record: dict[str, Any], out: Path) -> list[Any]:
         kept.update(metrics=names, kinds=list(dict.fromkeys(k for k, _ in pairs)) or None,
                     categories=list(dict.fromkeys(c for _, c in pairs)) or None)
         configs.append(RunConfig(**kept, dataset=dataset.get("name", "demo"), root=root, device=device,
-                                 out=out, workers=0, progress=False))
+                                 out=out, workers=0, progress=False,
+                                 checkpoints={n: checkpoints[n] for n in names if n in checkpoints}))
     return configs
 
 
@@ -142,7 +195,13 @@ def run(args: argparse.Namespace) -> int:
     from spips_bench.report.build import REPORT_FILES, write_reports
 
     formats = list(REPORT_FILES) if args.format is None else args.format  # default: every format
-    options = {"formats": formats, "compare_paper": args.compare_paper, "intervals": args.intervals}
+    options = {"formats": formats, "intervals": args.intervals}
+    paper = args.out is not None or args.compare_paper or args.allow_synthetic
+    if args.check is not None and paper:
+        raise ValueError("--check compares the plain tables of a run folder; --out, --compare-paper and "
+                         "--allow-synthetic go with --from OUT alone.")
+    if args.check is None and paper:
+        return _paper_tables(args, formats)
     if args.check is None:
         if args.source is None:
             raise ValueError("pass --from OUT (a run folder of `spips-bench run`), or --check DIR.")
@@ -167,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
         if out is None:
             out = Path(tmp) / "run"
             _replay(record, out)
-        defaults = {"formats": list(REPORT_FILES), "compare_paper": False, "intervals": False}
+        defaults = {"formats": list(REPORT_FILES), "intervals": False}
         if args.source is not None or options != defaults:  # a replay wrote the default reports already
             _say(f"rebuilding summary.csv and {', '.join(reports)} from {out}")
             write_reports(out, **options)
@@ -186,4 +245,31 @@ def run(args: argparse.Namespace) -> int:
     detail = f"largest difference {gap:.2g} at {where}" if gap else "no difference"
     print(f"{args.check}: {', '.join(reports)} identical; summary.csv within {SUMMARY_TOLERANCE:g} ({detail}); "
           "run.json equal apart from times and paths.")
+    return 0
+
+
+def _paper_tables(args: argparse.Namespace, formats: list[str]) -> int:
+    """``tables --from OUT --out DIR [--compare-paper [--allow-synthetic]]``: the paper's tables into DIR."""
+    from spips_bench.report.paper import write_paper_tables
+
+    if args.source is None:
+        raise ValueError("--out writes the paper's tables of a run folder: pass --from OUT (a run folder of "
+                         "`spips-bench run`) as well.")
+    if args.out is None:
+        what = "--compare-paper" if args.compare_paper else "--allow-synthetic"
+        raise ValueError(f"{what} writes the paper's tables beside ours into a folder of their own and never "
+                         f"rewrites the run's tables: pass --out DIR as well (e.g. --out {args.source / 'paper'}).")
+    if args.allow_synthetic and not args.compare_paper:
+        raise ValueError("--allow-synthetic only lets --compare-paper compare synthetic judgments with the "
+                         "paper; pass --compare-paper too, or leave it out.")
+    if args.intervals:
+        raise ValueError("--intervals is for the plain tables (`tables --from OUT`); the paper's tables hold one "
+                         "number per cell, and paper-significance.csv holds the paired intervals.")
+    written = write_paper_tables(args.source, args.out, formats=formats, compare_paper=args.compare_paper,
+                                 allow_synthetic=args.allow_synthetic)
+    for path in written.values():
+        print(f"wrote {path}", file=sys.stderr)
+    md = written.get("md")
+    if md is not None:
+        print(md.read_text(encoding="utf-8"), end="")
     return 0

@@ -5,6 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from spips_bench.cli._args import csv_list as _csv
+from spips_bench.cli.run import _load_size
+
+#: The heads ``--head`` chooses between (see docs/spips.md); without it the variant's own head is used.
+HEADS = ("linear", "mlp")
+
 HELP = "train SPIPS heads on BAPPS (or the synthetic demo set) 2AFC judgments; rerun to resume"
 
 
@@ -48,6 +54,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="cap on held-out triplets per category")
     p.add_argument("--offline", action="store_true",
                    help="never download weights (also SPIPS_BENCH_OFFLINE=1)")
+    p.add_argument("--load-size", type=_load_size, default=64, metavar="64|native",
+                   help="resize patches to this many px (BAPPS protocol: 64), or keep their stored size")
+    p.add_argument("--categories", type=_csv, default=None, metavar="A,B",
+                   help="training categories (default: all of the split present); the held-out 2AFC val "
+                        "categories stay all")
+    p.add_argument("--head", choices=HEADS, default=None,
+                   help="the SPIPS heads: linear (a non-negative 1x1 convolution) or mlp (1x1 convolution, "
+                        "ReLU, mean); default: the variant's own")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-cache", action="store_true",
+                   help="decode every image from its file and write no decoded-patch cache (default: read the "
+                        "patches decoded once into $SPIPS_BENCH_CACHE/patches, shared with run)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
         split=args.split, epochs=args.epochs,
         decay_epochs=args.decay_epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         tune=args.tune, device=device, max_samples=args.max_samples,
-        heldout_max_samples=args.heldout_max_samples,
+        heldout_max_samples=args.heldout_max_samples, load_size=args.load_size, categories=args.categories,
+        progress=not args.no_progress, cache=not args.no_cache,
+        metric_options={} if args.head is None else {"head": args.head},
     )
     result = train(cfg, args.out)  # --offline: spips_bench.cli holds settings.offline_mode around this
     first, last = result.records[0], result.records[-1]
@@ -68,5 +88,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"held-out 2AFC{label}: {first.heldout_2afc:.4f} untrained -> {last.heldout_2afc:.4f} after "
           f"epoch {last.epoch} ({result.heldout})")
     print(f"final checkpoint: {result.final_checkpoint}")
-    print(f"evaluate with: spips-bench run --metrics {cfg.metric} --checkpoint {result.final_checkpoint}")
+    size = "" if cfg.load_size == 64 else f" --load-size {cfg.load_size or 'native'}"
+    print(f"evaluate with: spips-bench run --metrics {cfg.metric} --checkpoint "
+          f"{cfg.metric}={result.final_checkpoint}{size}")
     return 0

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from spips_bench.data.cache import PatchCache
 from spips_bench.data.cards import load_card
 from spips_bench.data.images import read_image
 from spips_bench.errors import DatasetError, ImageReadError, did_you_mean
@@ -331,7 +333,7 @@ class _PairedFolders(Dataset[dict[str, Any]]):
     def __init__(self, root: str | os.PathLike[str], split: str, category: str,
                  load_size: int | None = 64, *, report_problems: bool = False,
                  min_size: tuple[str, int] | None = None, categories: Sequence[str] | None = None,
-                 dataset: str = "BAPPS") -> None:
+                 dataset: str = "BAPPS", cache: bool = False) -> None:
         if load_size is not None and (isinstance(load_size, bool) or not isinstance(load_size, int)
                                       or load_size < 1):
             raise ValueError(f"load_size must be a positive int or None (native size), got {load_size!r}.")
@@ -362,6 +364,9 @@ class _PairedFolders(Dataset[dict[str, Any]]):
         parts[self._judgment_part] = frozenset({JUDGMENT_SUFFIX})
         self.names, self._files, self.pairing_error = _pair_by_name(
             self.folder, parts, keep_unpaired=report_problems)
+        self.cache = cache
+        self._patches: PatchCache | None = None
+        self._cache_checked = False
 
     def __len__(self) -> int:
         return len(self.names)
@@ -377,6 +382,50 @@ class _PairedFolders(Dataset[dict[str, Any]]):
             return self.folder / part / (self.names[index] + suffix)
         return self.folder / part / filename
 
+    @property
+    def image_parts(self) -> tuple[str, ...]:
+        """The parts that are images (``ref``, ``p0``, ``p1`` for 2AFC)."""
+        return self._image_parts
+
+    @property
+    def judgment_part(self) -> str:
+        """The part that holds the judgments (``judge`` for 2AFC, ``same`` for JND)."""
+        return self._judgment_part
+
+    @property
+    def kind_name(self) -> str:
+        """The judgment kind's name (``"2afc"``, ``"jnd"``): the first folder under the root."""
+        return self._kind
+
+    def filename(self, index: int, part: str) -> str | None:
+        """The file name of ``part`` for item ``index``; None for a name that lacks it (unpaired)."""
+        return self._files[part][index]
+
+    def use_cache(self, *, workers: int = 0, progress: bool = False) -> bool:
+        """Read the patches from the decoded-patch cache (:mod:`spips_bench.data.cache`), building it first
+        when it is absent or its source files changed; True when the cache is used.
+
+        Items are the same, bit for bit, as without the cache. Called once; later calls (and the first
+        item of a reader built with ``cache=True``) return the first answer.
+
+        Args:
+            workers: DataLoader worker processes that decode while the cache is built.
+            progress: a progress bar on stderr while it is built.
+        """
+        if not self._cache_checked:
+            from spips_bench.data.cache import open_cache
+
+            self._cache_checked = True
+            self._patches = open_cache(self, workers=workers, progress=progress)
+        return self._patches is not None
+
+    @property
+    def cache_state(self) -> str:
+        """``"off"`` (not asked for or not possible), ``"built"`` (decoded now) or ``"reused"``."""
+        if self._patches is None:
+            return "off"
+        return "reused" if self._patches.reused else "built"
+
     def unpaired(self) -> list[str]:
         """Names that lack a file in some part (only ever non-empty with ``report_problems=True``)."""
         return [n for i, n in enumerate(self.names) if any(self._files[p][i] is None for p in self._parts())]
@@ -385,8 +434,12 @@ class _PairedFolders(Dataset[dict[str, Any]]):
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} items in {self.folder}")
         index %= len(self)
+        if self.cache and not self._cache_checked:
+            self.use_cache()
         try:
-            item = self._load(index)
+            item = self._cached(index) if self._patches is not None else None
+            if item is None:
+                item = self._load(index)
             self._check_min_size(index, item)
             return item
         except _SampleProblem as problem:
@@ -408,8 +461,9 @@ class _PairedFolders(Dataset[dict[str, Any]]):
                     f"a load size (e.g. --load-size 64) to resize every patch, or leave {metric!r} out of "
                     "--metrics"))
 
-    def _load(self, index: int) -> dict[str, Any]:
-        """Read item ``index``; a file that cannot be used raises :class:`_SampleProblem`."""
+    def _read(self, index: int) -> tuple[dict[str, np.ndarray], float, list[str]]:
+        """Decode item ``index``: float32 ``(H, W, 3)`` arrays per image part, the judgment and the
+        conversions made; a file that cannot be used raises :class:`_SampleProblem`."""
         missing = [p for p in self._parts() if self._files[p][index] is None]
         if missing:
             present = self.path(index, next(p for p in self._parts() if p not in missing))
@@ -417,7 +471,7 @@ class _PairedFolders(Dataset[dict[str, Any]]):
             raise _SampleProblem(present, DatasetError(
                 f"{present}: unpaired: no {absent}; restore the missing file(s) or remove the others of "
                 "this name"))
-        item: dict[str, Any] = {}
+        arrays: dict[str, np.ndarray] = {}
         conversions: list[str] = []
         sizes: dict[str, tuple[int, int]] = {}
         for part in self._image_parts:
@@ -428,7 +482,7 @@ class _PairedFolders(Dataset[dict[str, Any]]):
                 raise _SampleProblem(path, exc) from exc
             if loaded.conversion is not None:
                 conversions.append(f"{part}: {loaded.conversion}")
-            item[part] = loaded.tensor()
+            arrays[part] = loaded.array
             sizes[part] = loaded.array.shape[1::-1]  # (width, height)
         first = self._image_parts[0]
         for part, size in sizes.items():
@@ -445,11 +499,44 @@ class _PairedFolders(Dataset[dict[str, Any]]):
             value = read_judgment(path)
         except DatasetError as exc:
             raise _SampleProblem(path, exc) from exc
+        return arrays, value, conversions
+
+    def decode(self, index: int) -> tuple[dict[str, np.ndarray], float, list[str]] | None:
+        """What :meth:`_read` gives, or None for a sample whose files cannot be used (what the cache stores)."""
+        try:
+            return self._read(index)
+        except _SampleProblem:
+            return None
+
+    def _item(self, index: int, images: dict[str, torch.Tensor], value: float, conversions: list[str],
+              ) -> dict[str, Any]:
+        item: dict[str, Any] = dict(images)
         item[self._judgment_part] = torch.tensor(value, dtype=torch.float32)
         item["name"] = self.names[index]
         item["conversions"] = conversions
         item["files"] = {part: str(self.path(index, part)) for part in self._image_parts}
         return item
+
+    def _load(self, index: int) -> dict[str, Any]:
+        """Read item ``index`` from its files; a file that cannot be used raises :class:`_SampleProblem`."""
+        arrays, value, conversions = self._read(index)
+        images = {part: torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))) for part, a in arrays.items()}
+        return self._item(index, images, value, conversions)
+
+    def _cached(self, index: int) -> dict[str, Any] | None:
+        """Item ``index`` from the patch cache; None when it is not cached there (read it from its files)."""
+        assert self._patches is not None
+        try:
+            found = self._patches.sample(index, self._image_parts, self._judgment_part)
+        except (OSError, ValueError) as exc:  # rebuilt by another run meanwhile: read the files instead
+            print(f"notice: the patch cache {self._patches.folder} changed while this run read it ({exc}); "
+                  f"reading {self.folder} from its files.", file=sys.stderr)
+            self._patches = None
+            return None
+        if found is None:
+            return None
+        arrays, value, conversions = found
+        return self._item(index, {part: torch.from_numpy(a) for part, a in arrays.items()}, value, conversions)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, "

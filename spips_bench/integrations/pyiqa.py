@@ -20,8 +20,11 @@ Example::
     from spips_bench.integrations.pyiqa import register
 
     register()
-    metric = pyiqa.create_metric("spips-alex-st", device="cpu")
+    metric = pyiqa.create_metric("spips-alex-st", device="cpu", checkpoint="runs/spips-alex-st/final.safetensors")
     score = metric(dist, ref)          # (N, 1), lower = more similar
+
+Without ``checkpoint=`` the SPIPS heads are untrained (data-free initialisation) and creating the metric
+issues :class:`spips_bench.errors.UntrainedHeadsWarning`, once per process and variant.
 """
 
 from __future__ import annotations

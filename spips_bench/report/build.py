@@ -154,6 +154,12 @@ def metric_footnotes(record: Mapping[str, Any]) -> list[str]:
                  "Patches loaded at their stored size (no resizing).")
     for note, names in skipped_metrics(record).items():
         notes.append(f"Not run: {', '.join(names)} ({note}; details in run.json).")
+    trained = [f"{name} with {Path(info['checkpoint']).name + ' ' if info.get('checkpoint') else ''}(SHA-256 "
+               f"{str(info['checkpoint_sha256'])[:12]})" for name, info in record.get("metrics", {}).items()
+               if info.get("checkpoint_sha256") and info.get("status") != "skipped"]
+    if trained:
+        notes.append(f"Scored with trained checkpoints: {', '.join(trained)}; run.json names each file and its "
+                     "full SHA-256.")
     counts = skipped_counts(record)
     if counts:
         where = ", ".join(f"{n} in {key}" for key, n in counts.items())
@@ -175,16 +181,16 @@ def absent_footnotes(record: Mapping[str, Any]) -> list[str]:
 
 
 def write_reports(out: str | os.PathLike[str], *, formats: Sequence[str] = ("md", "tex"),
-                  compare_paper: bool = False, intervals: bool = False) -> dict[str, Path]:
+                  intervals: bool = False) -> dict[str, Path]:
     """Write ``summary.csv`` and the tables of the run folder ``out`` from its store alone.
 
     The bootstrap size and seed are those recorded in ``run.json``, so a rebuild gives byte-identical
-    files. No metric is created and no image is read.
+    files. No metric is created and no image is read. The comparison with the paper's values is written
+    elsewhere, by :func:`spips_bench.report.paper.write_paper_tables`.
 
     Args:
         out: a run folder written by ``spips-bench run``.
         formats: any of ``"md"``, ``"tex"``.
-        compare_paper: add the paper's published values beside ours where the tables know them.
         intervals: show bootstrap intervals in the tables.
 
     Returns:
@@ -216,7 +222,7 @@ def write_reports(out: str | os.PathLike[str], *, formats: Sequence[str] = ("md"
     footnotes = [*metric_footnotes(record), *absent_footnotes(record), *notes]
     for fmt in formats:
         text = render_tables(rows, infos, fmt=fmt, title=report_title(record), footnotes=footnotes,
-                             compare_paper=compare_paper, intervals=intervals)
+                             intervals=intervals)
         written[fmt] = store.root / REPORT_FILES[fmt]
         atomic_write_text(written[fmt], text if text.endswith("\n") else text + "\n")
     return written

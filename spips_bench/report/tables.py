@@ -5,8 +5,9 @@ Tables V-VII (PLCC, SRCC, KRCC of the 2AFC decision correlation, metrics as rows
 Deblur, Interp, SR, Trad), Table VIII (JND correlations), Tables II-IV (ablations) when ablated metrics
 are present, and the continuous-variant correlations in a table of their own. Every statistic is
 higher = better, so the best value of each column is set in bold whatever the metric's own direction
-(shown by an arrow beside its name). With ``compare_paper`` the value published in the paper
-(``resources/paper_values.csv``, transcribed from its Tables II-VIII) is shown beside ours.
+(shown by an arrow beside its name). The values published in the paper (``resources/paper_values.csv``,
+transcribed from its Tables II-VIII) are compared with ours in tables of their own, by
+:mod:`spips_bench.report.paper`.
 
 The LaTeX output needs ``\\usepackage{booktabs}`` and nothing else.
 """
@@ -154,7 +155,8 @@ class _Format:
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
         "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "↓": r"$\downarrow$",
         "↑": r"$\uparrow$", "†": r"$^\dagger$", "—": "---", "–": "--", "×": r"$\times$", "±": r"$\pm$",
-        "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}"}
+        "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}", "▲": r"$^{\bigtriangleup}$",
+        "▼": r"$^{\bigtriangledown}$"}
 
 
 @dataclass(frozen=True)
@@ -189,8 +191,8 @@ def _render(t: _Table, f: _Format) -> str:
 
 
 def render_tables(rows: Iterable[SummaryRow], metrics: Mapping[str, MetricInfo] | Iterable[MetricInfo], *,
-                  fmt: str, title: str, footnotes: Sequence[str] = (), compare_paper: bool = False,
-                  intervals: bool = False, digits: int = 2) -> str:
+                  fmt: str, title: str, footnotes: Sequence[str] = (), intervals: bool = False,
+                  digits: int = 2) -> str:
     """Render summary rows as the paper's tables, one Markdown or LaTeX document.
 
     Args:
@@ -199,7 +201,6 @@ def render_tables(rows: Iterable[SummaryRow], metrics: Mapping[str, MetricInfo] 
         fmt: ``"md"`` or ``"tex"``.
         title: start of every table title, e.g. ``"BAPPS val"`` or ``"Demo set (synthetic judgments)"``.
         footnotes: lines printed under the tables (skipped metrics and why, image size...).
-        compare_paper: show the paper's value and our difference, ``0.79 (paper 0.78, +0.01)``.
         intervals: show bootstrap intervals, ``0.78 [0.75, 0.80]``.
         digits: decimals of correlations and of percentages.
     """
@@ -221,7 +222,7 @@ def render_tables(rows: Iterable[SummaryRow], metrics: Mapping[str, MetricInfo] 
             raise ValueError(f"two summary rows for {'/'.join(key)}; each statistic of a metric and category "
                              "must appear once (merge or deduplicate the summary files).")
         values[key] = r
-    ctx = _Context(f, infos, values, compare_paper, intervals, digits)
+    ctx = _Context(f, infos, values, intervals, digits)
     present = {k[2] for k in values}
     shown = [m for m in infos if m in present]
     main = [m for m in shown if infos[m].base is None]
@@ -237,18 +238,16 @@ def render_tables(rows: Iterable[SummaryRow], metrics: Mapping[str, MetricInfo] 
         headlines = "; ".join(k.headline_label for k, _ in kind_cats)
         tables.append(ctx.table(f"{title}: scores in percent ({headlines})", shown, score_cols,
                                 percent=True))
-    paper_main, paper_abla = _paper_lookup(("V", "VI", "VII", "VIII")), _paper_lookup(("II", "III", "IV"))
     for stat, name, number in (("plcc", "PLCC", "V"), ("srcc", "SRCC", "VI"), ("krcc", "KRCC", "VII")):
         cols = [(TWO_AFC.name, c, stat, CATEGORY_HEADERS.get(c, c)) for c in cats_2afc]
         if cols and main:
             tables.append(ctx.table(f"{title}: {name} on {TWO_AFC.label}, paper protocol (decision correlation); "
-                                    f"layout of the paper's Table {number}", main, cols, paper=paper_main))
+                                    f"layout of the paper's Table {number}", main, cols))
     if cats_jnd and main:
         cols = [(JND.name, c, s, f"{CATEGORY_HEADERS.get(c, c)} {s.upper()}")
                 for c in cats_jnd for s in CORRELATIONS]
         tables.append(ctx.table(f"{title}: PLCC, SRCC and KRCC on {JND.label} (similarity -d vs. "
-                                f"'{JND.judgment_column}'); layout of the paper's Table VIII", main, cols,
-                                paper=paper_main))
+                                f"'{JND.judgment_column}'); layout of the paper's Table VIII", main, cols))
     if ablated and cats_2afc:
         # Paper order: each full metric after its ablations.
         family = []
@@ -257,13 +256,13 @@ def render_tables(rows: Iterable[SummaryRow], metrics: Mapping[str, MetricInfo] 
         for stat, name, number in (("plcc", "PLCC", "II"), ("srcc", "SRCC", "III"), ("krcc", "KRCC", "IV")):
             cols = [(TWO_AFC.name, c, stat, CATEGORY_HEADERS.get(c, c)) for c in cats_2afc]
             tables.append(ctx.table(f"{title}: {name} of ablations on {TWO_AFC.label}, paper protocol; layout of the "
-                                    f"paper's Table {number}", family, cols, paper=paper_abla))
+                                    f"paper's Table {number}", family, cols))
     if cats_2afc:
         blocks = [[(TWO_AFC.name, c, f"{s}_continuous", CATEGORY_HEADERS.get(c, c)) for c in cats_2afc]
                   for s in CORRELATIONS]
         tables.append(ctx.stacked(f"{title}: continuous variant, correlation of d0 - d1 with the judgment "
                                   "(not the paper protocol)", shown, blocks, ("PLCC", "SRCC", "KRCC")))
-    notes = _notes(infos, shown, footnotes, compare_paper, intervals)
+    notes = _notes(infos, shown, footnotes, intervals)
     return _document(f, title, [t for t in tables if t is not None], notes)
 
 
@@ -287,7 +286,6 @@ class _Context:
     f: _Format
     infos: dict[str, MetricInfo]
     values: dict[tuple[str, str, str, str], SummaryRow]
-    compare_paper: bool
     intervals: bool
     digits: int
 
@@ -301,14 +299,13 @@ class _Context:
             return "NaN"
         return f"{100 * v if percent else v:.{self.digits}f}"
 
-    def column(self, metrics: list[str], key: tuple[str, str, str], percent: bool,
-               paper: Mapping[tuple[str, str, str, str], float] | None) -> list[str]:
+    def column(self, metrics: list[str], key: tuple[str, str, str], percent: bool) -> list[str]:
         kind, category, stat = key
         rows = [self.values.get((kind, category, m, stat)) for m in metrics]
         shown = [float(self._num(r.value, percent)) for r in rows if r is not None and math.isfinite(r.value)]
         best = max(shown) if len(shown) > 1 else None  # every statistic here is higher = better
         out = []
-        for m, r in zip(metrics, rows, strict=True):
+        for r in rows:
             if r is None:
                 out.append(self.f.missing())
                 continue
@@ -318,26 +315,17 @@ class _Context:
             if self.intervals and math.isfinite(r.ci_low):
                 lo, hi = (self.f.num(self._num(v, percent)) for v in (r.ci_low, r.ci_high))
                 text += f" [{lo}, {hi}]"
-            row = self.infos[m].paper_row
-            ref = paper.get((kind, stat, category, row)) if paper and self.compare_paper and row else None
-            if ref is not None:
-                diff = self.f.num(f"{r.value - ref:+.{self.digits}f}") if math.isfinite(r.value) else "NaN"
-                text += f" (paper {ref:.2f}, {diff})"
             out.append(text)
         return out
 
     def table(self, caption: str, metrics: list[str], cols: list[tuple[str, str, str, str]], *,
-              percent: bool = False, paper: Mapping[tuple[str, str, str, str], float] | None = None,
-              ) -> _Table | None:
+              percent: bool = False) -> _Table | None:
         cols = [c for c in cols if any((c[0], c[1], m, c[2]) in self.values for m in metrics)]
         if not cols:
             return None
-        columns = [self.column(metrics, c[:3], percent, paper) for c in cols]
-        if paper and self.compare_paper:
-            caption += " (paper: value published in the SPIPS paper; ours minus paper)"
+        columns = [self.column(metrics, c[:3], percent) for c in cols]
         return _Table(caption, [c[3] for c in cols], [self.label(m) for m in metrics],
-                      [list(r) for r in zip(*columns, strict=True)], [0] * len(metrics),
-                      wide=self.intervals or bool(paper and self.compare_paper))
+                      [list(r) for r in zip(*columns, strict=True)], [0] * len(metrics), wide=self.intervals)
 
     def stacked(self, caption: str, metrics: list[str], blocks: list[list[tuple[str, str, str, str]]],
                 names: Sequence[str]) -> _Table | None:
@@ -345,15 +333,15 @@ class _Context:
             return None
         labels, cells, groups = [], [], []
         for g, (cols, name) in enumerate(zip(blocks, names, strict=True)):
-            columns = [self.column(metrics, c[:3], False, None) for c in cols]
+            columns = [self.column(metrics, c[:3], False) for c in cols]
             labels += [f"{self.label(m)}, {name}" for m in metrics]
             cells += [list(r) for r in zip(*columns, strict=True)]
             groups += [g] * len(metrics)
         return _Table(caption, [c[3] for c in blocks[0]], labels, cells, groups, wide=self.intervals)
 
 
-def _notes(infos: Mapping[str, MetricInfo], shown: list[str], footnotes: Sequence[str], compare_paper: bool,
-           intervals: bool) -> list[str]:
+def _notes(infos: Mapping[str, MetricInfo], shown: list[str], footnotes: Sequence[str], intervals: bool,
+           ) -> list[str]:
     notes = ["Bold: best value of each column (every statistic here is higher = better). Arrows give each "
              "metric's own direction: ↓ lower score = more similar, ↑ higher = more similar."]
     if any(not infos[m].trained for m in shown):
@@ -361,10 +349,6 @@ def _notes(infos: Mapping[str, MetricInfo], shown: list[str], footnotes: Sequenc
                      "initialisation; not a trained result.")
     if intervals:
         notes.append("Brackets: 95% percentile bootstrap interval over samples.")
-    if compare_paper:
-        notes.append("Paper values: SPIPS paper Tables II-VIII (two decimals), matched by row name; "
-                     "its LPIPS row is assumed to be AlexNet lin; the paper does not define the correlated "
-                     "variables.")
     notes += [f"{m}: {infos[m].note}" for m in shown if infos[m].note]
     return notes + [str(n) for n in footnotes]
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from spips_bench.errors import RunConfigError, did_you_mean
 
 KINDS = ("2afc", "jnd")
 #: The ``dataset`` values the runner resolves itself (BAPPS, the demo set and the choice between them);
@@ -41,13 +43,20 @@ class RunConfig:
             absent from the root is an error instead of a skipped row.
         bootstrap: bootstrap resamples for the intervals in ``summary.csv``.
         seed: bootstrap seed.
-        checkpoint: trained parameters passed as ``checkpoint=`` to every metric that accepts it.
+        checkpoint: trained parameters passed as ``checkpoint=`` to every metric that accepts it (and has
+            none in ``checkpoints``).
+        checkpoints: trained parameters per metric: ``{metric name as requested: file}``. A name is matched
+            as the registry matches it (aliases, case, ``_``/``-``) and must be among ``metrics`` and take
+            a checkpoint; each file must exist (see :func:`spips_bench.run.config.metric_checkpoints`).
         offline: never download; metrics whose weights are absent are skipped.
         overwrite: discard an existing run folder of another configuration instead of refusing.
         flush_every: batches between writes of the store (an interruption loses at most these).
         progress: show a progress bar per category on stderr.
         on_error: what a sample that cannot be used does: ``"fail"`` stops the run naming the file,
             ``"skip"`` leaves the sample out and lists it in ``run.json`` (see the module docstring).
+        cache: read the patches through the decoded-patch cache (:mod:`spips_bench.data.cache`): each
+            category is decoded once and later runs (and ``train``) read the decoded patches; the scores
+            are the same either way. False (``--no-cache``) decodes every file and writes no cache.
     """
 
     metrics: list[str]
@@ -66,11 +75,13 @@ class RunConfig:
     bootstrap: int = 1000
     seed: int = 0
     checkpoint: Path | None = None
+    checkpoints: dict[str, Path] = field(default_factory=dict)
     offline: bool = False
     overwrite: bool = False
     flush_every: int = 20
     progress: bool = True
     on_error: str = "fail"
+    cache: bool = True
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "flush_every"):
@@ -86,3 +97,70 @@ class RunConfig:
             raise ValueError("no metrics requested; pass metric names or 'all' (see `spips-bench list`).")
         if self.on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}, got {self.on_error!r}.")
+        if self.checkpoints:
+            self.checkpoints = {str(k): Path(v) for k, v in self.checkpoints.items()}
+            metric_checkpoints(self)  # a bad name or a missing file fails here, before any data is read
+
+
+def metric_names(requested: list[str]) -> list[str]:
+    """Registry names of ``requested`` (aliases resolved, duplicates dropped); ``["all"]``: every metric."""
+    from spips_bench.registry import get_spec, list_metrics
+
+    if [n.strip().lower() for n in requested] == ["all"]:
+        return list_metrics()
+    names: list[str] = []
+    for n in requested:
+        spec = get_spec(n)  # unknown names fail here with "did you mean"
+        if spec.name not in names:
+            names.append(spec.name)
+    return names
+
+
+def metric_checkpoints(config: RunConfig) -> dict[str, Path]:
+    """The checkpoint of each metric of the run that gets one: ``{registry name: file}``.
+
+    A name of ``config.checkpoints`` is resolved as the registry resolves it (aliases, case, ``_``/``-``);
+    ``config.checkpoint`` goes to every other metric that takes a checkpoint.
+
+    Raises:
+        RunConfigError: a name that is not among the requested metrics (with the closest one), that
+            names a metric taking no checkpoint, or that is given twice under two spellings; a file that
+            does not exist; a bare checkpoint left without a metric to take it.
+    """
+    from spips_bench.errors import UnknownMetricError
+    from spips_bench.registry import accepts_option, get_spec
+
+    names = metric_names(config.metrics)
+    named: dict[str, Path] = {}
+    spelled: dict[str, str] = {}
+    for given, path in config.checkpoints.items():
+        flag = f"--checkpoint {given}={path}"
+        try:
+            name = get_spec(given).name
+        except UnknownMetricError:
+            name = None
+        if name is None or name not in names:
+            raise RunConfigError(f"{flag}: {given!r} is not among the metrics of this run ({', '.join(names)})."
+                                 f"{did_you_mean(given, names)} Add it to --metrics or fix the name.")
+        if name in named:
+            raise RunConfigError(f"{flag}: metric {name!r} already has a checkpoint ({named[name]}, given as "
+                                 f"{spelled[name]!r}); give one checkpoint per metric.")
+        if not accepts_option(get_spec(name), "checkpoint"):
+            takers = [n for n in names if accepts_option(get_spec(n), "checkpoint")]
+            which = f"of this run only {', '.join(takers)} take one" if takers else "no metric of this run takes one"
+            raise RunConfigError(f"{flag}: metric {name!r} takes no checkpoint ({which}); drop it.")
+        if not Path(path).is_file():
+            raise RunConfigError(f"{flag}: no such file {path}; pass the checkpoint `spips-bench train` wrote "
+                                 "(its final.safetensors).")
+        named[name] = Path(path)
+        spelled[name] = given
+    out: dict[str, Path] = {}
+    for name in names:
+        if name in named:
+            out[name] = named[name]
+        elif config.checkpoint is not None and accepts_option(get_spec(name), "checkpoint"):
+            out[name] = Path(config.checkpoint)
+    if config.checkpoint is not None and named and set(out) == set(named):
+        raise RunConfigError(f"--checkpoint {config.checkpoint} is left for no metric: every metric of this run "
+                             "that takes a checkpoint has its own NAME=PATH; drop the bare one.")
+    return out

@@ -9,7 +9,7 @@ from typing import Any
 
 from spips_bench.errors import DatasetError, RunConfigError, WeightsUnavailableError
 from spips_bench.io import sha256_file
-from spips_bench.run.config import BUILTIN_DATASETS, KINDS, RunConfig
+from spips_bench.run.config import BUILTIN_DATASETS, KINDS, RunConfig, metric_checkpoints, metric_names
 from spips_bench.run.record import FINGERPRINT_KEYS, json_safe, weight_hashes, weight_packages
 
 # -- run setup: what to score and with which metrics -------------------------------------------------
@@ -141,20 +141,6 @@ def data_listing(root: Path, split: str, pairs: Sequence[tuple[str, str]]) -> di
     return {f"{k}/{c}": category_listing(root / k / split / c) for k, c in pairs}
 
 
-def metric_names(requested: list[str]) -> list[str]:
-    """Registry names of ``requested`` (aliases resolved, duplicates dropped); ``["all"]``: every metric."""
-    from spips_bench.registry import get_spec, list_metrics
-
-    if [n.strip().lower() for n in requested] == ["all"]:
-        return list_metrics()
-    names: list[str] = []
-    for n in requested:
-        spec = get_spec(n)  # unknown names fail here with "did you mean"
-        if spec.name not in names:
-            names.append(spec.name)
-    return names
-
-
 def _too_small(config: RunConfig, name: str, min_size: int, explicit: bool) -> str | None:
     """Why metric ``name`` cannot run at the fixed ``config.load_size``, as a table note (None: it can).
 
@@ -192,11 +178,15 @@ def _offline_details(missing: Sequence[str]) -> str:
 def build_metrics(config: RunConfig, device: Any, offline: bool
                    ) -> tuple[list[ActiveMetric], dict[str, dict[str, Any]], dict[str, Any]]:
     """Create every runnable metric; returns them, their run.json entries and their fingerprints."""
-    from spips_bench.registry import accepts_option, create_metric, get_spec
+    import warnings
+
+    from spips_bench.errors import UntrainedHeadsWarning
+    from spips_bench.registry import create_metric, get_spec
 
     names = metric_names(config.metrics)
     explicit = [n.strip().lower() for n in config.metrics] != ["all"]
-    ckpt_hash = sha256_file(config.checkpoint) if config.checkpoint else None
+    checkpoints = metric_checkpoints(config)
+    hashes = {str(path): sha256_file(path) for path in dict.fromkeys(checkpoints.values())}
     active: list[ActiveMetric] = []
     info: dict[str, dict[str, Any]] = {}
     prints: dict[str, Any] = {}
@@ -208,9 +198,10 @@ def build_metrics(config: RunConfig, device: Any, offline: bool
                                  "weights": weight_hashes(spec.weights), "ablation_of": spec.ablation_of,
                                  "packages": weight_packages(spec.weights)}
         options: dict[str, Any] = {}
-        if config.checkpoint is not None and accepts_option(spec, "checkpoint"):
-            options["checkpoint"] = str(config.checkpoint)
-            entry["checkpoint_sha256"] = ckpt_hash
+        if name in checkpoints:
+            options["checkpoint"] = str(checkpoints[name])
+            entry["checkpoint"] = str(checkpoints[name].resolve())
+            entry["checkpoint_sha256"] = hashes[str(checkpoints[name])]
             entry["trained"] = True
             takers.append(name)
         small = _too_small(config, name, int(spec.min_size), explicit)
@@ -224,7 +215,9 @@ def build_metrics(config: RunConfig, device: Any, offline: bool
         metric: Any = None
         if reason is None:
             try:
-                metric = create_metric(name, **options)
+                with warnings.catch_warnings():  # run.json and the tables label untrained metrics
+                    warnings.simplefilter("ignore", UntrainedHeadsWarning)
+                    metric = create_metric(name, **options)
             except WeightsUnavailableError as exc:
                 reason = f"weights unavailable: {exc}"
                 note = spec.unavailable_reason() or "weights unavailable"

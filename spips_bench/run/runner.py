@@ -9,7 +9,9 @@ always the same runs of consecutive samples, the resumed store equals an uninter
 Argument order follows the metric contract ``metric(dist, ref)``:
 
 * 2AFC: ``d0 = metric(p0, ref)``, ``d1 = metric(p1, ref)``. A metric with the ``features``/``compare``
-  fast path costs three feature passes per triplet (ref, p0, p1) instead of four.
+  fast path costs three feature passes per triplet (ref, p0, p1) instead of four. Metrics whose trunks
+  are the same network with the same weights (equal ``trunk_key()``) share those passes: one trunk pass
+  per image per batch for the whole group (:func:`score_shared`).
 * JND: ``d = metric(p0, p1)``, i.e. ``p0`` is scored as the distorted image and ``p1`` is the reference.
 
 An infinite score (PSNR of identical images is +inf) is stored as ``inf``/``-inf`` and is an ordered
@@ -83,6 +85,10 @@ class _Tally:
     skipped: list[dict[str, str]] = field(default_factory=list)
     #: Pair scores computed per metric (a metric that already holds a batch does not score it again).
     pairs: Counter[str] = field(default_factory=Counter)
+    #: Categories per patch-cache state (``"built"``, ``"reused"``, ``"off"``) and the seconds spent
+    #: checking and building the cache.
+    cache: Counter[str] = field(default_factory=Counter)
+    cache_seconds: float = 0.0
 
 
 @dataclass
@@ -224,6 +230,71 @@ def score_batch(kind: str | JudgmentKind, metric: Any, batch: dict[str, Any]) ->
             for dist, ref in pairs]
 
 
+def trunk_groups(metrics: list[Any]) -> list[list[int]]:
+    """Indices of ``metrics`` grouped by equal :meth:`~spips_bench.metric.Metric.trunk_key`, in order of
+    first appearance; a metric without a key (or without the ``features``/``compare`` fast path) is
+    alone in its group."""
+    groups: list[list[int]] = []
+    by_key: dict[Any, list[int]] = {}
+    for i, metric in enumerate(metrics):
+        key_of = getattr(metric, "trunk_key", None)
+        key = key_of() if callable(key_of) and getattr(metric, "has_features", False) else None
+        if key is None:
+            groups.append([i])
+        elif key in by_key:
+            by_key[key].append(i)
+        else:
+            by_key[key] = [i]
+            groups.append(by_key[key])
+    return groups
+
+
+def _sync(device: Any) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def score_shared(kind: str | JudgmentKind, metrics: list[Any], batch: dict[str, Any], *,
+                 seconds: list[float] | None = None) -> list[list[Any]]:
+    """:func:`score_batch` of each of ``metrics``, which share one trunk (equal ``trunk_key``).
+
+    The first metric computes the trunk's output once per image of the kind (ref, p0, p1 for 2AFC; p0
+    and p1 for JND); each metric turns it into its features (``features_from_trunk``) and scores its
+    pairs with ``compare``. The trunk outputs are released when the group is scored. With ``seconds``
+    (one entry per metric), each metric's own time plus an equal share of the trunk's is added to it.
+
+    Raises:
+        ValueError: an unknown kind, an input a metric rejects, or a metric output that is not one
+            score per sample.
+    """
+    from spips_bench.validation import validate_pair
+
+    pairs = judgment_kind(kind).scored_pairs
+    for metric in metrics:
+        min_size = int(getattr(metric, "min_size", 1))
+        for dist, ref in pairs:
+            validate_pair(batch[dist], batch[ref], min_size=min_size)
+    images = list(dict.fromkeys(name for pair in pairs for name in pair))
+    device = batch[images[0]].device
+    t0 = time.perf_counter()
+    trunk = {name: metrics[0].trunk_features(batch[name]) for name in images}
+    _sync(device)
+    share = (time.perf_counter() - t0) / len(metrics)
+    out: list[list[Any]] = []
+    for m, metric in enumerate(metrics):
+        t0 = time.perf_counter()
+        feats = {name: metric.features_from_trunk(trunk[name], batch[name]) for name in images}
+        cols = [_check_output(metric, metric.compare(feats[dist], feats[ref]), batch[ref].shape[0])
+                for dist, ref in pairs]  # _check_output ends on the CPU: includes device sync
+        del feats
+        out.append(cols)
+        if seconds is not None:
+            seconds[m] += share + time.perf_counter() - t0
+    return out
+
+
 def _autocast(device: Any, amp: bool) -> contextlib.AbstractContextManager[Any]:
     import torch
 
@@ -269,6 +340,11 @@ def _score_category(config: RunConfig, store: ScoreStore, d: _Dist, device: Any,
             missing.append(lacking)
     if not todo:
         return 0, len(names)
+    if config.cache:  # decode the category once into the patch cache, or read what an earlier run decoded
+        t0 = time.perf_counter()
+        ds.use_cache(workers=config.workers, progress=config.progress and d.rank == 0)
+        tally.cache[ds.cache_state] += 1
+        tally.cache_seconds += time.perf_counter() - t0
     judgments = store.judgment_writer(kind, category)
     writers = [store.score_writer(kind, category, a.name) for a in active]
     cuda = device.type == "cuda"
@@ -320,21 +396,37 @@ def _add_scores(config: RunConfig, kind: str, category: str, active: list[Active
     """Score one batch with the given metrics and hand the per-sample values to their store writers.
 
     ``inf``/``-inf`` are stored as such (ordered values, e.g. PSNR of identical images); a NaN score is
-    stored as ``nan``, with a warning, and left out of the statistics.
+    stored as ``nan``, with a warning, and left out of the statistics. Metrics with equal trunk keys
+    are scored together (:func:`score_shared`: one trunk pass per image); each is charged its own time
+    plus an equal share of the trunk's.
     """
-    for a, w in zip(active, writers, strict=True):
-        t0 = time.perf_counter()
-        with _autocast(device, config.amp):
-            cols = score_batch(kind, a.metric, moved)  # ends on the CPU: includes device sync
-        tally.seconds[a.name] = tally.seconds.get(a.name, 0.0) + time.perf_counter() - t0
-        tally.pairs[a.name] += len(samples) * len(cols)
-        columns = [c.tolist() for c in cols]
-        for j, sample in enumerate(samples):
-            values = tuple(c[j] for c in columns)
-            if any(map(math.isnan, values)):
-                bar.write(f"warning: {a.name} gave {values} for {kind}/{category} sample {sample}; stored "
-                          "as nan and excluded from statistics", file=sys.stderr)
-            w.add(sample, values)
+    for group in trunk_groups([a.metric for a in active]):
+        if len(group) == 1:
+            a = active[group[0]]
+            t0 = time.perf_counter()
+            with _autocast(device, config.amp):
+                results = [score_batch(kind, a.metric, moved)]  # ends on the CPU: includes device sync
+            spent = [time.perf_counter() - t0]
+        else:
+            spent = [0.0] * len(group)
+            with _autocast(device, config.amp):
+                results = score_shared(kind, [active[m].metric for m in group], moved, seconds=spent)
+        for m, cols, seconds in zip(group, results, spent, strict=True):
+            _store_scores(kind, category, active[m].name, writers[m], cols, samples, seconds, tally, bar)
+
+
+def _store_scores(kind: str, category: str, name: str, writer: Any, cols: list[Any], samples: list[str],
+                  seconds: float, tally: _Tally, bar: Any) -> None:
+    """Hand one metric's score columns of a batch to its writer and count its time and pairs."""
+    tally.seconds[name] = tally.seconds.get(name, 0.0) + seconds
+    tally.pairs[name] += len(samples) * len(cols)
+    columns = [c.tolist() for c in cols]
+    for j, sample in enumerate(samples):
+        values = tuple(c[j] for c in columns)
+        if any(map(math.isnan, values)):
+            bar.write(f"warning: {name} gave {values} for {kind}/{category} sample {sample}; stored "
+                      "as nan and excluded from statistics", file=sys.stderr)
+        writer.add(sample, values)
 
 
 def _problem(config: RunConfig, kind: str, category: str, problem: dict[str, str], tally: _Tally,
@@ -441,6 +533,8 @@ def _run_benchmark(config: RunConfig, hook: FlushHook | None) -> RunResult:
         conversions: dict[str, dict[str, int]] = {}
         seconds: dict[str, float] = {}
         metric_pairs: Counter[str] = Counter()
+        patch_cache: Counter[str] = Counter()  # categories per patch-cache state, and the seconds it took
+        cache_seconds = 0.0
         scored = 0
         pairs = 0
         # Skipped samples of the categories scored now are found again (their batches stay unfinished);
@@ -458,6 +552,8 @@ def _run_benchmark(config: RunConfig, hook: FlushHook | None) -> RunResult:
                 record["categories"][f"{kind}/{category}"] = n_total
                 scored += n_done
                 metric_pairs.update(tally.pairs)
+                patch_cache.update(tally.cache)
+                cache_seconds += tally.cache_seconds
                 pairs = sum(metric_pairs.values())
                 if tally.conversions:
                     conversions[f"{kind}/{category}"] = dict(sorted(tally.conversions.items()))
@@ -482,7 +578,9 @@ def _run_benchmark(config: RunConfig, hook: FlushHook | None) -> RunResult:
             record.update(status="complete", finished=_now(), duration_s=round(wall, 3),
                           throughput={"items_scored": scored, "pair_scores": pairs,
                                       "items_per_second": round(scored / wall, 3),
-                                      "pairs_per_second": round(pairs / wall, 3)},
+                                      "pairs_per_second": round(pairs / wall, 3),
+                                      "patch_cache": dict(sorted(patch_cache.items())),
+                                      "patch_cache_seconds": round(cache_seconds, 3)},
                           metric_seconds={k: round(v, 3) for k, v in seconds.items()},
                           # pairs each metric scored per second of its own compute (decoding excluded)
                           metric_pairs_per_second={k: round(per_metric.get(k, 0) / v, 3)

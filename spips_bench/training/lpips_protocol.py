@@ -23,6 +23,7 @@ import csv
 import json
 import math
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +36,11 @@ from spips_bench.io import TEMP_SUFFIX, atomic_path, atomic_write_bytes, atomic_
 
 TRAIN_FORMAT = "spips-train/1"
 HELDOUT_FRACTION = 0.1
+#: :class:`TrainConfig` fields that change how a run is shown or read, never what it computes: they are not
+#: stored in ``train.json``, so a resume may differ in them.
+UNSTORED_FIELDS = ("progress", "cache")
+#: Values of stored fields that a ``train.json`` written before they existed was trained with.
+_EARLIER_DEFAULTS: dict[str, Any] = {"load_size": 64, "categories": None}
 
 
 @dataclass
@@ -54,7 +60,15 @@ class TrainConfig:
         device: torch device string.
         max_samples: use only this many training triplets (a fixed seeded subset), ``None`` = all.
         heldout_max_samples: cap on held-out triplets per category, ``None`` = all.
-        metric_options: extra keyword arguments for the metric (e.g. ``{"pretrained": False}``).
+        metric_options: extra keyword arguments for the metric (e.g. ``{"pretrained": False}``,
+            ``{"head": "mlp"}``).
+        load_size: side in px of the bilinear resize of every patch (BAPPS protocol: 64); None keeps the
+            stored size (a batch then needs patches of one size).
+        categories: the training categories of ``split`` (None: all present); the held-out val
+            categories are always all of them.
+        progress: a progress bar per epoch on stderr (not stored: a resume may change it).
+        cache: read the patches through the decoded-patch cache (:mod:`spips_bench.data.cache`), shared
+            with ``spips-bench run``; the patches are the same either way (not stored).
     """
 
     metric: str = "spips"
@@ -71,10 +85,28 @@ class TrainConfig:
     max_samples: int | None = None
     heldout_max_samples: int | None = None
     metric_options: dict[str, Any] = field(default_factory=dict)
+    load_size: int | None = 64
+    categories: list[str] | None = None
+    progress: bool = True
+    cache: bool = True
 
     def validate(self) -> None:
+        """Check every option (category names against BAPPS's for the split).
+
+        Raises:
+            ValueError: the option, its value and what it takes.
+        """
+        from spips_bench.data.bapps import resolve_categories
+
         if self.dataset not in ("bapps", "demo"):
             raise ValueError(f"dataset={self.dataset!r}: use 'bapps' or 'demo'.")
+        size = self.load_size
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise ValueError(f"load_size={size!r} must be a positive number of pixels or None (stored size).")
+        if self.categories is not None:
+            if not self.categories:
+                raise ValueError("categories=[] names no category; pass None to train on all of them.")
+            self.categories = resolve_categories("2afc", self.split, list(self.categories))
         for name in ("epochs", "decay_epochs"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 0:
@@ -152,16 +184,20 @@ def _datasets(cfg: TrainConfig) -> tuple[Any, list[tuple[str, Any]], str]:
     else:
         root = Path(cfg.root) if cfg.root else default_bapps_root()
     # Every category folder present is used (a partial download trains on what is there); with none
-    # present, the loader's error names the missing folder and the download command.
-    cats = [c for c in TWO_AFC_CATEGORIES[cfg.split] if (Path(root) / "2afc" / cfg.split / c).is_dir()]
-    train_parts = [TwoAFCDataset(root, cfg.split, c) for c in cats or TWO_AFC_CATEGORIES[cfg.split][:1]]
+    # present, the loader's error names the missing folder and the download command. A category named in
+    # `categories` must be there (the loader's error names it).
+    cats = cfg.categories or [c for c in TWO_AFC_CATEGORIES[cfg.split]
+                              if (Path(root) / "2afc" / cfg.split / c).is_dir()]
+    size = cfg.load_size
+    train_parts = [TwoAFCDataset(root, cfg.split, c, size, cache=cfg.cache)
+                   for c in cats or TWO_AFC_CATEGORIES[cfg.split][:1]]
     train: Any = ConcatDataset(train_parts)
     val_split = "val" if cfg.split != "val" else None
     heldout: list[tuple[str, Any]] = []
     if val_split is not None and (Path(root) / "2afc" / val_split).is_dir():
         for c in TWO_AFC_CATEGORIES[val_split]:
             if (Path(root) / "2afc" / val_split / c).is_dir():
-                ds: Any = TwoAFCDataset(root, val_split, c)
+                ds: Any = TwoAFCDataset(root, val_split, c, size, cache=cfg.cache)
                 if cfg.heldout_max_samples is not None and len(ds) > cfg.heldout_max_samples:
                     ds = Subset(ds, range(cfg.heldout_max_samples))
                 heldout.append((c, ds))
@@ -191,9 +227,47 @@ def _loader(ds: Any, batch_size: int, order: Sequence[int] | None = None) -> Any
     return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=collate)
 
 
+def _batches(ds: Any, batch_size: int, order: Sequence[int] | None = None) -> Any:
+    """The batches of :func:`_loader`, refusing one whose patches are not all of one size.
+
+    Raises:
+        DatasetError: at the stored size, a patch whose size differs from its batch's (named, with the fix).
+    """
+    from spips_bench.errors import DatasetError
+
+    for batch in _loader(ds, batch_size, order):
+        problems = batch.get("problems")
+        if problems:
+            first = problems[0]
+            raise DatasetError(f"{first.get('file', first.get('name'))}: {first.get('reason')}.")
+        yield batch
+
+
+def _bar(total: int, desc: str, enabled: bool) -> Any:
+    """A progress bar on stderr in the style of ``spips-bench run`` (rate and time left per epoch)."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="triplet", file=sys.stderr, disable=not enabled, dynamic_ncols=True)
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` as ``"42 s"``, ``"3 min 05 s"`` or ``"2 h 07 min"``."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
 def heldout_2afc(metric: Any, heldout: list[tuple[str, Any]], device: torch.device,
-                 batch_size: int = 50) -> float:
-    """Mean over categories of the 2AFC score of ``metric`` (three backbone passes per triplet)."""
+                 batch_size: int = 50, *, progress: bool = False) -> float:
+    """Mean over categories of the 2AFC score of ``metric`` (three backbone passes per triplet).
+
+    ``progress``: a progress bar over the held-out triplets on stderr.
+    """
     import numpy as np
 
     from spips_bench.stats.core import two_afc_score
@@ -201,15 +275,17 @@ def heldout_2afc(metric: Any, heldout: list[tuple[str, Any]], device: torch.devi
     was_training = metric.training
     metric.eval()
     scores = []
-    with torch.no_grad():
+    bar = _bar(sum(len(ds) for _, ds in heldout), "held-out 2AFC", progress)
+    with torch.no_grad(), bar:
         for _, ds in heldout:
             d0s, d1s, hs = [], [], []
-            for batch in _loader(ds, batch_size):
+            for batch in _batches(ds, batch_size):
                 ref, p0, p1 = (batch[k].to(device) for k in ("ref", "p0", "p1"))
                 fr = metric.features(ref)
                 d0s.append(metric.compare(metric.features(p0), fr).cpu())
                 d1s.append(metric.compare(metric.features(p1), fr).cpu())
                 hs.append(batch["judge"])
+                bar.update(len(batch["name"]))
             scores.append(two_afc_score(torch.cat(d0s).numpy(), torch.cat(d1s).numpy(),
                                         torch.cat(hs).numpy()))
     metric.train(was_training)
@@ -262,11 +338,18 @@ def _write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", error=None)
 
 
+def stored_config(cfg: TrainConfig) -> dict[str, Any]:
+    """The fields of ``cfg`` that ``train.json`` holds: all but :data:`UNSTORED_FIELDS`."""
+    return {k: v for k, v in asdict(cfg).items() if k not in UNSTORED_FIELDS}
+
+
 def _check_run_config(out: Path, cfg: TrainConfig) -> None:
     path = out / "train.json"
-    mine: dict[str, Any] = {"format": TRAIN_FORMAT, "config": asdict(cfg)}
+    mine: dict[str, Any] = {"format": TRAIN_FORMAT, "config": stored_config(cfg)}
     if path.is_file():
         theirs = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(theirs.get("config"), dict):  # written before some fields existed: their defaults
+            theirs["config"] = {**_EARLIER_DEFAULTS, **theirs["config"]}
         if theirs != mine:
             old, new = theirs.get("config", {}), mine["config"]
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
@@ -299,9 +382,11 @@ def train(cfg: TrainConfig, out: str | os.PathLike[str], *,
         DatasetError: the dataset is missing or malformed.
     """
     import sys
+    import warnings
 
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
+    from spips_bench.errors import UntrainedHeadsWarning
     from spips_bench.registry import create_metric
     from spips_bench.zoo.spips.model import SPIPS
 
@@ -310,7 +395,9 @@ def train(cfg: TrainConfig, out: str | os.PathLike[str], *,
     out = Path(out)
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
-    metric = create_metric(cfg.metric, **cfg.metric_options)
+    with warnings.catch_warnings():  # untrained is the starting point here, and epoch 0 says so
+        warnings.simplefilter("ignore", UntrainedHeadsWarning)
+        metric = create_metric(cfg.metric, **cfg.metric_options)
     if not isinstance(metric, SPIPS):
         raise ValueError(f"metric {cfg.metric!r} is not a SPIPS variant; `train` fits SPIPS heads only.")
     train_ds, heldout, heldout_desc = _datasets(cfg)
@@ -340,12 +427,14 @@ def train(cfg: TrainConfig, out: str | os.PathLike[str], *,
         records = [EpochRecord(**r) for r in info["records"]]
         emit(f"resuming {out} after epoch {start} of {total}")
     else:
-        h0 = heldout_2afc(metric, heldout, device, cfg.batch_size)
+        h0 = heldout_2afc(metric, heldout, device, cfg.batch_size, progress=cfg.progress)
         records.append(EpochRecord(epoch=0, lr=0.0, loss=float("nan"), heldout_2afc=h0))
         emit(f"epoch 0 (data-free initialisation): held-out 2AFC {h0:.4f} on {heldout_desc}")
 
     bce = torch.nn.BCELoss()
+    spent: list[float] = []  # seconds of each epoch of this invocation, for the time left
     for epoch in range(start + 1, total + 1):
+        began = time.perf_counter()
         lr = lr_at_epoch(epoch, cfg)
         for group in opt.param_groups:
             group["lr"] = lr
@@ -357,24 +446,31 @@ def train(cfg: TrainConfig, out: str | os.PathLike[str], *,
             metric.trunk.eval()  # frozen: no dropout/batch-norm updates in the backbone
         rank.train()
         loss_sum, seen = 0.0, 0
-        for batch in _loader(train_ds, cfg.batch_size, order.tolist()):
-            ref, p0, p1 = (batch[k].to(device) for k in ("ref", "p0", "p1"))
-            judge = batch["judge"].to(device)
-            fr = metric.features(ref)
-            d0 = metric.compare(metric.features(p0), fr)
-            d1 = metric.compare(metric.features(p1), fr)
-            loss = bce(rank(d0, d1), judge)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            metric.clamp_nonnegative()
-            loss_sum += float(loss.detach()) * len(judge)
-            seen += len(judge)
-        h = heldout_2afc(metric, heldout, device, cfg.batch_size)
+        with _bar(len(train_ds), f"epoch {epoch}/{total}", cfg.progress) as bar:
+            for batch in _batches(train_ds, cfg.batch_size, order.tolist()):
+                ref, p0, p1 = (batch[k].to(device) for k in ("ref", "p0", "p1"))
+                judge = batch["judge"].to(device)
+                fr = metric.features(ref)
+                d0 = metric.compare(metric.features(p0), fr)
+                d1 = metric.compare(metric.features(p1), fr)
+                loss = bce(rank(d0, d1), judge)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                metric.clamp_nonnegative()
+                loss_sum += float(loss.detach()) * len(judge)
+                seen += len(judge)
+                bar.update(len(judge))
+        h = heldout_2afc(metric, heldout, device, cfg.batch_size, progress=cfg.progress)
         rec = EpochRecord(epoch=epoch, lr=lr, loss=loss_sum / max(seen, 1), heldout_2afc=h)
         records.append(rec)
-        _save_epoch(out, epoch, metric, rank, opt, records, cfg, heldout_desc, save_file)
-        emit(f"epoch {epoch}/{total}: lr {lr:.3g}, loss {rec.loss:.4f}, held-out 2AFC {h:.4f}")
+        _save_epoch(out, epoch, metric, rank, opt, records, cfg, heldout_desc)
+        spent.append(time.perf_counter() - began)
+        left = total - epoch
+        eta = (f"about {_duration(sum(spent) / len(spent) * left)} left for {left} more epoch{'s' * (left > 1)}"
+               if left else "training done")
+        emit(f"epoch {epoch}/{total}: lr {lr:.3g}, loss {rec.loss:.4f}, held-out 2AFC {h:.4f} "
+             f"({_duration(spent[-1])}; {eta})")
 
     final = out / "final.safetensors"
     last_heads = _epoch_paths(out, total)[0]
@@ -389,18 +485,21 @@ def train(cfg: TrainConfig, out: str | os.PathLike[str], *,
 
 
 def _save_epoch(out: Path, epoch: int, metric: Any, rank: torch.nn.Module, opt: torch.optim.Optimizer,
-                records: list[EpochRecord], cfg: TrainConfig, heldout_desc: str, save_file: Any) -> None:
+                records: list[EpochRecord], cfg: TrainConfig, heldout_desc: str) -> None:
+    from spips_bench.zoo.spips.checkpoint import deterministic_safetensors
+
     heads, state, meta = _epoch_paths(out, epoch)
+    trained_on = f"{cfg.dataset} 2afc/{cfg.split}" + (f" ({', '.join(cfg.categories)})" if cfg.categories else "")
     metric.save_checkpoint(heads, include_backbone=cfg.tune,
-                           extra={"epoch": str(epoch), "trained_on": f"{cfg.dataset} 2afc/{cfg.split}"})
+                           extra={"epoch": str(epoch), "trained_on": trained_on,
+                                  "load_size": str(cfg.load_size or "native")})
     opt_tensors, opt_meta = _flatten_optimizer(opt)
     tensors = {**{f"rank.{k}": v.detach().cpu().contiguous() for k, v in rank.state_dict().items()},
                **{k: v.detach().cpu().contiguous() for k, v in opt_tensors.items()},
                "rng.cpu": torch.get_rng_state()}
-    with atomic_path(state, error=None) as tmp:
-        save_file(tensors, str(tmp))
+    atomic_write_bytes(state, deterministic_safetensors(tensors), error=None)
     _write_json(meta, {
-        "epoch": epoch, "config": asdict(cfg), "heldout": heldout_desc,
+        "epoch": epoch, "config": stored_config(cfg), "heldout": heldout_desc,
         "records": [asdict(r) for r in records], "optimizer": opt_meta,
         "sha256": {heads.name: sha256_file(heads), state.name: sha256_file(state)},
     })

@@ -14,7 +14,8 @@ so checkpoints map key by key, strictly.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import hashlib
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -195,11 +196,38 @@ class Trunk(nn.Module):
         # call would reorder them (load_state_dict and .to(device) keep this layout).
         self.features = features[: taps[-1] + 1].to(memory_format=torch.channels_last)
         self._tapset = frozenset(taps)
+        #: (tensor states, digest) of the last :meth:`identity`; recomputed when a tensor changes
+        self._identity_cache: tuple[tuple[Hashable, ...], str] | None = None
         # Non-persistent: constants, not learned, so they stay out of checkpoints.
         self.register_buffer("shift", torch.tensor(LPIPS_SHIFT).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("scale", torch.tensor(LPIPS_SCALE).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False)
         self.eval()
+
+    def identity(self) -> tuple[Hashable, ...]:
+        """What makes two trunks compute equal features: class, name, taps, dtype, device and a digest.
+
+        The digest is a SHA-256 of the layer stack's description and of every parameter and buffer
+        (the non-persistent input scaling included): names, dtypes, shapes, strides and bytes. Two
+        trunks with equal identities return equal activations for equal inputs, whether they loaded the
+        same weight file or hold the same random initialisation. The digest is computed once and
+        recomputed only when a tensor changed (moved, cast, or modified in place, e.g. by
+        ``load_state_dict``), which each tensor's storage and version counter tell.
+        """
+        tensors = [*self.named_parameters(), *self.named_buffers()]
+        state = tuple((name, t.data_ptr(), t.dtype, t.device, None if t.is_inference() else t._version)
+                      for name, t in tensors)
+        cached = self._identity_cache
+        if cached is None or cached[0] != state or any(entry[-1] is None for entry in state):
+            h = hashlib.sha256(repr(self.features).encode())
+            for name, t in tensors:
+                flat = t.detach().cpu().contiguous().reshape(-1)
+                h.update(f"|{name}|{t.dtype}|{tuple(t.shape)}|{t.stride()}|".encode())
+                h.update(flat.view(torch.uint8).numpy().tobytes())
+            cached = (state, h.hexdigest())
+            self._identity_cache = cached
+        return (f"{type(self).__module__}.{type(self).__qualname__}", self.name, self.taps,
+                str(parameter_dtype(self)), str(self.shift.device), cached[1])
 
     def scale_input(self, x: torch.Tensor) -> torch.Tensor:
         """Map images in [0, 1] to the trunk's input: ``(2x - 1 - shift) / scale`` (LPIPS v0.1)."""

@@ -14,6 +14,7 @@ Porting notes (against the ``lpips`` 0.1.4 package):
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any
 
 import torch
@@ -61,7 +62,21 @@ class LinearHeadDistance(Metric):
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Unit-normalised tapped activations of images ``x`` in [0, 1], float32, one per layer."""
-        return [unit_normalize(f.float()) for f in self.trunk(self._prepare(x))]
+        return self.features_from_trunk(self.trunk_features(x), x)
+
+    def trunk_key(self) -> Hashable:
+        """The trunk's :meth:`~spips_bench.zoo.backbones.Trunk.identity`: metrics on an equal trunk (LPIPS,
+        ST-LPIPS and SPIPS on the same network and weights) share its activations in a run."""
+        return self.trunk.identity()
+
+    def trunk_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The trunk's tapped activations of ``x``, in the trunk's dtype, before normalisation."""
+        return self.trunk(self._prepare(x))  # type: ignore[no-any-return]
+
+    def features_from_trunk(self, shared: list[torch.Tensor], x: torch.Tensor) -> list[torch.Tensor]:
+        """:meth:`features` from the tapped activations ``shared`` of ``x`` (:meth:`trunk_features`)."""
+        follow_device(self, x)  # the linear weights, where another metric's trunk computed ``shared``
+        return [unit_normalize(f.float()) for f in shared]
 
     def compare(self, f_dist: Any, f_ref: Any) -> torch.Tensor:
         """Scores ``(N,)`` from two :meth:`features` results (the 2AFC triplet fast path)."""

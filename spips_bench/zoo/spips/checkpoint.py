@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from spips_bench.errors import WeightsIntegrityError, WeightsUnavailableError
-from spips_bench.io import atomic_path
+from spips_bench.io import atomic_write_bytes
 from spips_bench.weights import check_tensors
 
 FORMAT = "spips-heads/1"
@@ -35,16 +35,41 @@ def _is_safetensors(head: bytes, size: int) -> bool:
     return 2 <= n <= size - 8 and head[8:9] == b"{"
 
 
+def deterministic_safetensors(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None,
+                              ) -> bytes:
+    """The bytes of a safetensors file holding ``tensors`` and ``metadata``, the same on every run.
+
+    ``safetensors`` serialises the metadata from a Rust hash map, whose order is seeded afresh in each
+    process, so one state saved twice gives files of different bytes (and SHA-256). Here the header is
+    written again with the metadata keys sorted; the tensor entries keep the library's order (a sort by
+    dtype and name, as their data offsets are) and the data is the library's, byte for byte. The header
+    is padded with spaces to a multiple of 8 bytes, as the library pads it.
+    """
+    from safetensors.torch import save
+
+    raw = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+               metadata=dict(metadata) if metadata else None)
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    meta = header.pop("__metadata__", None)
+    ordered: dict[str, Any] = {"__metadata__": dict(sorted(meta.items()))} if meta else {}
+    ordered.update(sorted(header.items(), key=lambda item: (item[1]["data_offsets"], item[0])))
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + raw[8 + n:]
+
+
 def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, torch.Tensor],
                     config: Mapping[str, Any], extra: Mapping[str, str] | None = None) -> Path:
-    """Write ``state`` and ``config`` as a safetensors checkpoint (atomically: :func:`spips_bench.io.atomic_path`)."""
-    from safetensors.torch import save_file
+    """Write ``state`` and ``config`` as a safetensors checkpoint (atomically: :func:`spips_bench.io.atomic_path`).
 
+    The same state, configuration and ``extra`` give the same bytes, hence the same SHA-256, in every
+    process (:func:`deterministic_safetensors`).
+    """
     p = Path(path)
     meta = {"format": FORMAT, "config": json.dumps(dict(config), sort_keys=True)}
     meta.update(extra or {})
-    with atomic_path(p, error=None) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp), metadata=meta)
+    atomic_write_bytes(p, deterministic_safetensors(state, meta), error=None)
     return p
 
 

@@ -3,11 +3,16 @@
 score = l1 * mean(F_trad) + l2 * mean(F_percept) + l3 * mean(F_sem), with F_g = ReLU(Conv_g(Q_g)) and
 l = softmax(three learned logits) (section III-D; eq. 12). Lower = more similar; 0 for identical images.
 Every choice the paper leaves open is a named constructor option, documented in ``docs/spips.md``.
+
+Created without a checkpoint, a SPIPS keeps its data-free initialisation and warns
+(:class:`~spips_bench.errors.UntrainedHeadsWarning`, once per process and variant).
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,11 +20,20 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from spips_bench.errors import WeightsIntegrityError
+from spips_bench.errors import UntrainedHeadsWarning, WeightsIntegrityError
 from spips_bench.io import sha256_file
 from spips_bench.metric import Metric
 from spips_bench.zoo.backbones import TRUNKS, unit_normalize
-from spips_bench.zoo.spips.deep import LayerHeads, feature_differences, split_layers
+from spips_bench.zoo.spips.deep import (
+    LayerHeads,
+    check_head,
+    clamp_head,
+    feature_differences,
+    head_convs,
+    init_head,
+    pixel_head,
+    split_layers,
+)
 from spips_bench.zoo.spips.traditional import TraditionalMaps
 
 STREAMS = ("traditional", "perceptual", "semantic")
@@ -28,7 +42,10 @@ BACKBONES = tuple(TRUNKS)
 #: Smallest input side (px) of the deep streams alone: at least every backbone's own minimum.
 DEEP_MIN_SIZE = 32
 #: Options that change what the trained parameters mean; a checkpoint must agree on all of them.
-CONFIG_KEYS = ("backbone", "streams", "feature_norm", "fusion", "color", "psnr_max_db", "ms_scales")
+CONFIG_KEYS = ("backbone", "streams", "feature_norm", "fusion", "color", "psnr_max_db", "ms_scales", "head",
+               "head_channels")
+#: What a checkpoint written before a key existed was trained with (its config lacks the key).
+CONFIG_DEFAULTS: dict[str, Any] = {"head": "linear", "head_channels": None}
 _ABLATIONS: dict[tuple[str, ...], str] = {("traditional", "perceptual"): "abla1",
                                           ("perceptual", "semantic"): "abla2"}
 
@@ -93,7 +110,13 @@ class SPIPS(Metric):
         pretrained: load the backbone's pretrained weights; ``False`` gives a random trunk (tests only).
         offline: forbid weight downloads (``None``: read ``SPIPS_BENCH_OFFLINE``).
         checkpoint: a trained SPIPS checkpoint (safetensors, or torch zip read with weights_only=True);
-            without one the heads keep the data-free initialisation and :attr:`trained` is ``False``.
+            without one the heads keep the data-free initialisation, :attr:`trained` is ``False`` and
+            an :class:`~spips_bench.errors.UntrainedHeadsWarning` is issued (once per process and variant).
+        head: the per-pixel heads of eqs. 9-11, one per stream (traditional) or per layer (deep streams):
+            ``"linear"`` (default; a bias-free 1x1 convolution to one channel, weights >= 0, then ReLU) or
+            ``"mlp"`` (a bias-free 1x1 convolution to ``head_channels`` channels, ReLU, a bias-free 1x1
+            convolution to one channel with weights >= 0). Both start from the same scores.
+        head_channels: hidden channels of the ``"mlp"`` head (8).
 
     Inputs are ``(N, 3, H, W)`` RGB in [0, 1], ``H, W >= 41``; the output is ``(N,)``, >= 0, lower = more
     similar, 0 for identical images.
@@ -103,8 +126,10 @@ class SPIPS(Metric):
                  feature_norm: str = "unit", fusion: str = "sum", color: str = "rgb",
                  psnr_max_db: float = 60.0, ms_scales: int = 3, dropout: float = 0.5,
                  pretrained: bool = True, offline: bool | None = None,
-                 checkpoint: str | os.PathLike[str] | None = None) -> None:
+                 checkpoint: str | os.PathLike[str] | None = None, head: str = "linear",
+                 head_channels: int = 8) -> None:
         super().__init__()
+        check_head(head, head_channels)
         if backbone not in BACKBONES:
             raise ValueError(f"backbone={backbone!r} is not supported; choose one of {', '.join(BACKBONES)}.")
         streams = tuple(streams)
@@ -121,13 +146,17 @@ class SPIPS(Metric):
         self.streams = streams
         self.feature_norm = feature_norm
         self.fusion = fusion
+        self.head = head
+        self.head_channels = head_channels
         self.pretrained = pretrained
         self.checkpoint_sha256: str | None = None
         self.checkpoint_path: Path | None = None
 
         self.traditional = TraditionalMaps(color=color, psnr_max_db=psnr_max_db, ms_scales=ms_scales)
+        self.trad_head_out: torch.nn.Conv2d | None = None
         if "traditional" in streams:
-            self.trad_head = torch.nn.Conv2d(self.traditional.channels, 1, kernel_size=1, bias=False)
+            # trad_head: the convolution of eq. 9; trad_head_out: the MLP head's output layer
+            self.trad_head, self.trad_head_out = head_convs(self.traditional.channels, head, head_channels)
         self.trunk: torch.nn.Module | None = None
         self.perceptual_layers: list[int] = []
         self.semantic_layers: list[int] = []
@@ -140,16 +169,20 @@ class SPIPS(Metric):
             self.perceptual_layers, self.semantic_layers = split_layers(len(channels))
             if "perceptual" in streams:
                 self.perceptual = LayerHeads([channels[i] for i in self.perceptual_layers],
-                                             unit_features=feature_norm == "unit", dropout=dropout)
+                                             unit_features=feature_norm == "unit", dropout=dropout,
+                                             head=head, head_channels=head_channels)
             if "semantic" in streams:
                 self.semantic = LayerHeads([channels[i] for i in self.semantic_layers],
-                                           unit_features=feature_norm == "unit", dropout=dropout)
+                                           unit_features=feature_norm == "unit", dropout=dropout,
+                                           head=head, head_channels=head_channels)
         self.logits = torch.nn.Parameter(torch.zeros(len(streams)))
         self.fusion_mlp = FusionMLP(len(streams)) if fusion == "mlp" else None
         self.reset_data_free()
         self.eval()
         if checkpoint is not None:
             self.load_checkpoint(checkpoint)
+        else:
+            _warn_untrained(self)
 
     # -- configuration -----------------------------------------------------------------------------
 
@@ -169,32 +202,42 @@ class SPIPS(Metric):
         return {"min_size": min_size, "weights": weights, "trained": self.checkpoint_sha256 is not None}
 
     def config(self) -> dict[str, Any]:
-        """The options that give the trained parameters their meaning (stored in every checkpoint)."""
+        """The options that give the trained parameters their meaning (stored in every checkpoint).
+
+        ``head_channels`` is ``None`` for the linear head, which has no hidden channels.
+        """
         return {
             "backbone": self.backbone, "streams": list(self.streams), "feature_norm": self.feature_norm,
             "fusion": self.fusion, "color": self.traditional.color,
             "psnr_max_db": self.traditional.psnr_max_db, "ms_scales": self.traditional.ms_scales,
+            "head": self.head, "head_channels": self.head_channels if self.head == "mlp" else None,
         }
 
     def reset_data_free(self) -> None:
         """Untrained initialisation: every stream a mean of [0, 1] maps, equal stream weights.
 
         The traditional head takes the channel mean of its K maps (weights ``1 / K``); the deep heads are
-        set as :class:`~spips_bench.zoo.spips.deep.LayerHeads` describes.
+        set as :class:`~spips_bench.zoo.spips.deep.LayerHeads` describes. The ``"mlp"`` head starts equal
+        to the linear one (:func:`~spips_bench.zoo.spips.deep.init_head`), so both score alike untrained.
         """
         with torch.no_grad():
             if "traditional" in self.streams:
-                self.trad_head.weight.fill_(1.0 / self.traditional.channels)
+                init_head(self.trad_head, self.trad_head_out, 1.0 / self.traditional.channels,
+                          torch.Generator().manual_seed(0))
             for group in ("perceptual", "semantic"):
                 if group in self.streams:
                     getattr(self, group).reset_data_free()
             self.logits.zero_()
 
     def clamp_nonnegative(self) -> None:
-        """Keep all 1x1 convolution weights >= 0 (the LPIPS training rule; scores stay >= 0)."""
+        """Keep the heads' sign constraint after a training step, so scores stay >= 0.
+
+        Linear head: every 1x1 convolution weight >= 0 (the LPIPS training rule). MLP head: the output
+        layer's weights >= 0; the first layer's are free (:func:`~spips_bench.zoo.spips.deep.clamp_head`).
+        """
         with torch.no_grad():
             if "traditional" in self.streams:
-                self.trad_head.weight.clamp_(min=0.0)
+                clamp_head(self.trad_head, self.trad_head_out)
             for group in ("perceptual", "semantic"):
                 if group in self.streams:
                     getattr(self, group).clamp_nonnegative()
@@ -224,10 +267,10 @@ class SPIPS(Metric):
         return SpipsFeatures(image=x, layers=layers)
 
     def _traditional_map(self, dist: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        """``ReLU(Conv_trad(Q_trad))``, ``(N, H, W)`` float32."""
+        """``ReLU(Conv_trad(Q_trad))`` (the MLP head: its output), ``(N, H, W)`` float32."""
         q = self.traditional(dist, ref)
         with torch.autocast(device_type=q.device.type, enabled=False):
-            return torch.relu(F.conv2d(q, self.trad_head.weight.float()))[:, 0]
+            return pixel_head(q.float(), self.trad_head, self.trad_head_out)[:, 0]
 
     def stream_values(self, f_dist: SpipsFeatures, f_ref: SpipsFeatures) -> torch.Tensor:
         """Mean of each stream's map, ``(N, S)`` float32, >= 0 (columns in the order of :attr:`streams`)."""
@@ -315,6 +358,7 @@ class SPIPS(Metric):
         state, config, _ = read_checkpoint(p)
         if config is not None:
             mine = self.config()
+            config = {**CONFIG_DEFAULTS, **config}  # written before head options existed: the linear head
             diff = {k: (config.get(k), mine[k]) for k in CONFIG_KEYS if config.get(k) != mine[k]}
             if diff:
                 details = "; ".join(f"{k}: checkpoint {a!r}, metric {b!r}" for k, (a, b) in diff.items())
@@ -344,7 +388,78 @@ class SPIPS(Metric):
 
     def extra_repr(self) -> str:
         status = f"trained ({self.checkpoint_sha256[:12]})" if self.checkpoint_sha256 else "untrained"
-        return f"name={self.name!r}, backbone={self.backbone!r}, streams={self.streams}, {status}"
+        return (f"name={self.name!r}, backbone={self.backbone!r}, streams={self.streams}, head={self.head!r}, "
+                f"{status}")
+
+    # -- trunk sharing (the runner computes one trunk pass per image for metrics with equal keys) ------
+
+    def trunk_key(self) -> tuple[Any, ...] | None:
+        """The backbone's :meth:`~spips_bench.zoo.backbones.Trunk.identity`, or ``None`` without a deep
+        stream: SPIPS variants, LPIPS and ST-LPIPS on the same network and weights share its activations."""
+        from spips_bench.zoo.backbones import Trunk
+
+        return self.trunk.identity() if isinstance(self.trunk, Trunk) else None
+
+    def trunk_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The backbone's tapped activations of ``x``, in the backbone's dtype, before normalisation."""
+        from spips_bench.zoo.backbones import Trunk, parameter_dtype
+
+        if not isinstance(self.trunk, Trunk):
+            raise NotImplementedError(f"{self.name} has no deep stream, so no trunk to share")
+        out: list[torch.Tensor] = self.trunk(x.to(parameter_dtype(self.trunk)))
+        return out
+
+    def features_from_trunk(self, shared: list[torch.Tensor], x: torch.Tensor) -> SpipsFeatures:
+        """:meth:`features` of ``x`` from its backbone activations ``shared`` (:meth:`trunk_features`)."""
+        layers = [f.float() for f in shared]
+        if self.feature_norm == "unit":
+            layers = [unit_normalize(f) for f in layers]
+        return SpipsFeatures(image=x, layers=layers)
+
+
+#: Variants that have warned that they are untrained (once per process each).
+_WARNED: set[str] = set()
+#: Top-level packages whose frames the warning skips, so that it points at the code creating the metric.
+_INTERNAL_PACKAGES = ("spips_bench", "pyiqa", "torch")
+
+
+def _warn_untrained(metric: SPIPS) -> None:
+    """Issue :class:`UntrainedHeadsWarning` for ``metric``'s variant unless it already did in this process.
+
+    A variant counts as warned only once a warning was actually shown: a creation while the warning is
+    ignored (the runner, ``train``) does not use up the one warning of a later creation by the user.
+    """
+    try:
+        name = metric.name
+    except (TypeError, ValueError):  # a subclass outside the registry that declares no name
+        name = type(metric).__name__
+    if name in _WARNED:
+        return
+    frame = sys._getframe(1)
+    level = 2
+    while frame.f_back is not None and _package(frame) in _INTERNAL_PACKAGES:
+        frame = frame.f_back
+        level += 1
+    message = (f"{name}: its heads are untrained (data-free initialisation), so it does not score as a "
+               f"trained SPIPS. Load trained heads with create_metric({name!r}, checkpoint=PATH) (CLI: "
+               f"--checkpoint), or train them with `spips-bench train --metric {name}`.")
+    if _filter_action(message, str(frame.f_globals.get("__name__", "")), frame.f_lineno) == "ignore":
+        return
+    _WARNED.add(name)
+    warnings.warn(message, UntrainedHeadsWarning, stacklevel=level)
+
+
+def _package(frame: Any) -> str:
+    return str(frame.f_globals.get("__name__", "")).split(".")[0]
+
+
+def _filter_action(message: str, module: str, lineno: int) -> str:
+    """The action of the first entry of :data:`warnings.filters` that matches an UntrainedHeadsWarning."""
+    for action, msg, category, mod, line in warnings.filters:
+        if ((msg is None or msg.match(message)) and issubclass(UntrainedHeadsWarning, category)
+                and (mod is None or mod.match(module)) and line in (0, lineno)):
+            return str(action)
+    return str(getattr(warnings, "defaultaction", "default"))  # no filter matches: the default action
 
 
 def _variant_name(backbone: str, streams: Any) -> str:
