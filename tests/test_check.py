@@ -130,7 +130,8 @@ def test_tables_are_compared_exactly_line_by_line(scored: Path, committed: Path,
 
 
 @pytest.mark.parametrize("field", [("duration_s",), ("started",), ("dataset", "root"), ("arguments", "workers"),
-                                   ("throughput", "pairs_per_second")])
+                                   ("throughput", "pairs_per_second"),
+                                   ("metrics", "psnr", "checkpoint")])
 def test_times_paths_and_invocation_in_run_json_are_not_compared(
         scored: Path, committed: Path, field: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
     _edit_run(committed, field, "elsewhere")

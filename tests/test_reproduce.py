@@ -29,13 +29,9 @@ def _mtimes(folder: Path) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def demo_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A cache holding the demo set, shared by the tests of this file."""
-    from spips_bench.data.demo import DEMO_VERSION, ensure_demo
-
-    cache = tmp_path_factory.mktemp("reproduce-cache")
-    ensure_demo(cache / f"demo-v{DEMO_VERSION}")
-    return cache
+def demo_env(demo_cache: Path) -> Path:
+    """The cache holding the demo set (the session's, from conftest.py), shared by the tests of this file."""
+    return demo_cache
 
 
 @pytest.fixture

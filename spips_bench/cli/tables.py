@@ -205,13 +205,7 @@ def run(args: argparse.Namespace) -> int:
     if args.check is None:
         if args.source is None:
             raise ValueError("pass --from OUT (a run folder of `spips-bench run`), or --check DIR.")
-        written = write_reports(args.source, **options)
-        for path in written.values():
-            print(f"wrote {path}", file=sys.stderr)
-        md = written.get("md")
-        if md is not None:
-            print(md.read_text(encoding="utf-8"), end="")
-        return 0
+        return _show_written(write_reports(args.source, **options))
 
     from spips_bench.report.check import compare_run_folders
     from spips_bench.run.store import ScoreStore
@@ -267,6 +261,11 @@ def _paper_tables(args: argparse.Namespace, formats: list[str]) -> int:
                          "number per cell, and paper-significance.csv holds the paired intervals.")
     written = write_paper_tables(args.source, args.out, formats=formats, compare_paper=args.compare_paper,
                                  allow_synthetic=args.allow_synthetic)
+    return _show_written(written)
+
+
+def _show_written(written: dict[str, Path]) -> int:
+    """Name each file written on stderr and print the Markdown one, if any; the command's exit status."""
     for path in written.values():
         print(f"wrote {path}", file=sys.stderr)
     md = written.get("md")

@@ -180,6 +180,20 @@ def absent_footnotes(record: Mapping[str, Any]) -> list[str]:
             "download bapps) fetches them; a rerun into this folder then adds them."]
 
 
+def open_run(folder: str | os.PathLike[str]) -> tuple[ScoreStore, dict[str, Any]]:
+    """The score store of a run folder and its ``run.json``.
+
+    Raises:
+        RunConfigError: ``folder`` has no ``run.json``.
+    """
+    store = ScoreStore(folder)
+    record = store.read_run()
+    if record is None:
+        raise RunConfigError(f"{store.run_file} not found: {store.root} is not a run folder of "
+                             "`spips-bench run`. Point --from at the --out of a run.")
+    return store, record
+
+
 def write_reports(out: str | os.PathLike[str], *, formats: Sequence[str] = ("md", "tex"),
                   intervals: bool = False) -> dict[str, Path]:
     """Write ``summary.csv`` and the tables of the run folder ``out`` from its store alone.
@@ -206,11 +220,7 @@ def write_reports(out: str | os.PathLike[str], *, formats: Sequence[str] = ("md"
     unknown = [f for f in formats if f not in REPORT_FILES]
     if unknown:
         raise ValueError(f"unknown table format(s) {unknown}; choose from {', '.join(REPORT_FILES)}.")
-    store = ScoreStore(out)
-    record = store.read_run()
-    if record is None:
-        raise RunConfigError(f"{store.run_file} not found: {store.root} is not a run folder of "
-                             "`spips-bench run`. Point --from at the --out of a run.")
+    store, record = open_run(out)
     stats = record.get("statistics", {})
     rows, notes = _summaries(store, record, int(stats.get("bootstrap", 1000)), int(stats.get("seed", 0)))
     written: dict[str, Path] = {"summary": store.root / "summary.csv"}

@@ -42,7 +42,7 @@ from typing import Any
 
 from spips_bench.errors import RunConfigError
 from spips_bench.io import atomic_write_text
-from spips_bench.report.build import _summaries, absent_footnotes, metric_footnotes, report_title
+from spips_bench.report.build import _summaries, absent_footnotes, metric_footnotes, open_run, report_title
 from spips_bench.report.tables import CATEGORY_HEADERS, _Format, paper_values
 from spips_bench.run.store import ScoreStore
 from spips_bench.stats.kinds import CORRELATIONS, JND, TWO_AFC, JudgmentKind, judgment_kind
@@ -530,11 +530,7 @@ def write_paper_tables(run: str | os.PathLike[str], out: str | os.PathLike[str],
     unknown = [f for f in formats if f not in ("md", "tex")]
     if unknown or not formats:
         raise ValueError(f"formats must be 'md' and/or 'tex', got {list(formats)!r}.")
-    store = ScoreStore(run)
-    record = store.read_run()
-    if record is None:
-        raise RunConfigError(f"{store.run_file} not found: {store.root} is not a run folder of "
-                             "`spips-bench run`. Point --from at the --out of a run.")
+    store, record = open_run(run)
     synthetic = is_synthetic(record)
     if compare_paper and synthetic and not allow_synthetic:
         label = record.get("dataset", {}).get("label") or "synthetic judgments"
