@@ -190,7 +190,7 @@ def open_run(folder: str | os.PathLike[str]) -> tuple[ScoreStore, dict[str, Any]
     record = store.read_run()
     if record is None:
         raise RunConfigError(f"{store.run_file} not found: {store.root} is not a run folder of "
-                             "`spips-bench run`. Point --from at the --out of a run.")
+                             "`spips-bench run`; pass the --out of a run.")
     return store, record
 
 

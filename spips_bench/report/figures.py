@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from spips_bench.errors import DatasetError, RunConfigError, WeightsIntegrityError
+from spips_bench.report.build import open_run
 from spips_bench.run.store import ScoreStore
 from spips_bench.stats.kinds import TWO_AFC
 
@@ -63,15 +64,6 @@ class Triplet:
     sides_with: str
     margin: float
     synthetic: bool = False
-
-
-def _read_record(run: Path) -> tuple[ScoreStore, dict[str, Any]]:
-    store = ScoreStore(run)
-    record = store.read_run()
-    if record is None:
-        raise RunConfigError(f"{store.run_file} not found: {store.root} is not a run folder of `spips-bench run`; "
-                             "pass the --out of a run.")
-    return store, record
 
 
 def _check_metrics(store: ScoreStore, record: Mapping[str, Any], names: Sequence[str]) -> None:
@@ -132,7 +124,7 @@ def pick_triplets(run: str | os.PathLike[str], full: str, other: str, *, count: 
         raise ValueError(f"min_clarity={min_clarity} must be in [0, 0.5] (the distance of a judgment from 1/2).")
     if side is not None and side not in (full, other):
         raise ValueError(f"side={side!r} must be one of the two metrics compared ({full}, {other}) or None.")
-    store, record = _read_record(Path(run))
+    store, record = open_run(run)
     _check_metrics(store, record, (full, other))
     metrics = record["metrics"]
     hib = {name: bool(metrics[name].get("higher_is_better", False)) for name in (full, other)}
@@ -193,7 +185,7 @@ def run_metric(run: str | os.PathLike[str], name: str, *, device: Any = "cpu",
     from spips_bench.io import sha256_file
     from spips_bench.registry import create_metric
 
-    store, record = _read_record(Path(run))
+    store, record = open_run(run)
     _check_metrics(store, record, (name,))
     entry = record["metrics"][name]
     if entry.get("status") == "skipped":
@@ -261,7 +253,7 @@ def draw_disagreements(run: str | os.PathLike[str], full_metric: str, other_metr
                              root=root)
     if not triplets:
         return []
-    _, record = _read_record(Path(run))
+    _, record = open_run(run)
     load_size = record.get("dataset", {}).get("load_size")
     given = dict(checkpoints or {})
     models = [(label, run_metric(run, name, device=device, checkpoint=given.get(name)))
