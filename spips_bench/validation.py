@@ -12,6 +12,7 @@ wrong and which name to pass instead.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from spips_bench.errors import DeviceError
@@ -69,11 +70,12 @@ def _check_values(x: torch.Tensor, *, name: str) -> None:
     import torch
 
     x = x.detach()  # the checks read values only; no autograd bookkeeping or warnings for losses
-    finite = torch.isfinite(x)
-    if not bool(finite.all()):
-        bad = int((~finite).sum())
+    # One pass for both bounds: a NaN or an infinity shows in them, and only then is it counted.
+    low, high = torch.aminmax(x) if x.numel() else (x.new_zeros(()), x.new_zeros(()))
+    lo, hi = float(low), float(high)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"{name} contains {bad} NaN or Inf value(s); clean the input before scoring.")
-    lo, hi = float(x.min()), float(x.max())
     if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
         hint = "divide by 255" if hi > 1.5 else "map [-1, 1] to [0, 1] with `(x + 1) / 2`"
         raise ValueError(f"{name} has values in [{lo:.4g}, {hi:.4g}], outside [0, 1]; {hint}.")

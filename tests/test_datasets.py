@@ -86,20 +86,21 @@ def test_a_broken_dataset_plugin_is_reported_not_fatal(monkeypatch: pytest.Monke
         name = "bapps"
 
     class BadKind(Shapes):
-        name = "mos-set"
-        kinds = ("mos",)
+        name = "ratings-set"
+        kinds = ("ratings",)
 
     load = {"raises": raises, "not-a-dataset": lambda: 42, "name-taken": lambda: Taken,
             "bad-kind": lambda: BadKind}[case]
     eps = [_EntryPoint("broken", load), _EntryPoint("shapes", lambda: Shapes)]
     monkeypatch.setattr(data_registry, "entry_points", lambda group: eps if group == "spips_bench.datasets" else [])
     reg = DatasetRegistry()
-    assert reg.names() == ["bapps", "demo", "shapes"]  # the good plugin and the built-ins are there
+    # the good plugin and the built-ins are there: BAPPS, its demo set, the MOS sets and their demo set
+    assert reg.names() == ["bapps", "demo", "tid2013", "kadid10k", "pipal", "mos-demo", "shapes"]
     assert reg.get("shapes").source == "some-plugin" and reg.get("bapps").source == "builtin"
     error = reg.plugin_errors["broken"]
     assert error.startswith("some-plugin: ")
     assert {"raises": "missing_dep", "not-a-dataset": "expected a spips_bench.data.registry.Dataset",
-            "name-taken": "already taken by builtin", "bad-kind": "kinds must be among 2afc, jnd"}[case] in error
+            "name-taken": "already taken by builtin", "bad-kind": "kinds must be among 2afc, jnd, mos"}[case] in error
     with pytest.raises(ValueError, match=r"unknown dataset 'broken'.*Plugin 'broken' was not loaded"):
         reg.get("broken")
 

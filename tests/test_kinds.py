@@ -14,7 +14,7 @@ from spips_bench.data.bapps import JNDDataset, TwoAFCDataset, kind_splits, reade
 from spips_bench.run.runner import score_batch
 from spips_bench.run.store import ScoreStore
 from spips_bench.stats import core as stats
-from spips_bench.stats.kinds import CORRELATIONS, JND, KINDS, TWO_AFC, JudgmentKind, judgment_kind
+from spips_bench.stats.kinds import CORRELATIONS, JND, KINDS, MOS, MOS_STATISTICS, TWO_AFC, JudgmentKind, judgment_kind
 from spips_bench.stats.summary import summarize, summarize_2afc, summarize_jnd
 
 PACKAGE = Path(spips_bench.__file__).parent
@@ -22,7 +22,9 @@ KINDS_MODULE = PACKAGE / "stats" / "kinds.py"
 
 
 def test_each_kind_answers_its_layout_columns_and_statistics() -> None:
-    assert list(KINDS) == ["2afc", "jnd"] and KINDS["2afc"] is TWO_AFC and KINDS["jnd"] is JND
+    assert list(KINDS) == ["2afc", "jnd", "mos"] and KINDS["2afc"] is TWO_AFC and KINDS["jnd"] is JND
+    assert KINDS["mos"] is MOS and MOS.is_scale and MOS.statistics == MOS_STATISTICS
+    assert MOS.parts == ("dist", "ref", "mos") and MOS.pairs({"dist": "D", "ref": "R"}) == [("D", "R")]
     assert TWO_AFC.parts == ("ref", "p0", "p1", "judge") and JND.parts == ("p0", "p1", "same")
     assert TWO_AFC.score_columns == ("d0", "d1") and JND.score_columns == ("d",)
     assert TWO_AFC.folder("train") == ("2afc", "train") and JND.folder("val") == ("jnd", "val")
@@ -36,7 +38,7 @@ def test_each_kind_answers_its_layout_columns_and_statistics() -> None:
 
 def test_a_kind_is_found_by_name_or_passes_through_and_an_unknown_one_is_named() -> None:
     assert judgment_kind("2afc") is TWO_AFC and judgment_kind(JND) is JND
-    with pytest.raises(ValueError, match=r"unknown judgment kind '2afcc'.*'2afc', 'jnd'.*Did you mean '2afc'"):
+    with pytest.raises(ValueError, match=r"unknown judgment kind '2afcc'.*'2afc', 'jnd', 'mos'.*Did you mean '2afc'"):
         judgment_kind("2afcc")
     with pytest.raises(ValueError, match=r"unknown judgment kind 'jnd'; use one of '2afc'\."):
         judgment_kind(JND, ("2afc",))
@@ -103,8 +105,12 @@ def test_a_batch_is_scored_on_the_kinds_pairs_in_contract_order(fast: bool) -> N
     (d,) = score_batch("jnd", metric, batch)
     assert metric.calls == [("call", "p0", "p1")]  # JND: d = metric(p0, p1), no reference shared
     assert torch.allclose(d, (batch["p0"] - batch["p1"]).abs().flatten(1).mean(1).double())
+    metric.calls.clear()
+    (q,) = score_batch("mos", metric, {"dist": batch["p0"], "ref": batch["ref"]})
+    assert metric.calls == [("call", "p0", "ref")]  # MOS: d = metric(dist, ref)
+    assert torch.allclose(q, (batch["p0"] - batch["ref"]).abs().flatten(1).mean(1).double())
     with pytest.raises(ValueError, match="unknown judgment kind"):
-        score_batch("mos", metric, batch)
+        score_batch("pairs", metric, batch)
 
 
 def test_the_store_lays_out_each_kind_by_its_name_and_columns(tmp_path: Path) -> None:
@@ -115,8 +121,10 @@ def test_the_store_lays_out_each_kind_by_its_name_and_columns(tmp_path: Path) ->
     assert store.score_writer(TWO_AFC, "cnn", "psnr").columns == ("d0", "d1")
     assert store.score_writer("jnd", "cnn", "psnr").columns == ("d",)
     assert store.judgment_writer(JND, "cnn").columns == ("same",)
-    with pytest.raises(ValueError, match="unknown judgment kind 'mos'"):
-        store.score_path("mos", "cnn", "psnr")
+    assert store.score_writer("mos", "01", "psnr").columns == ("d",)
+    assert store.judgment_writer("mos", "01").columns == ("mos",)
+    with pytest.raises(ValueError, match="unknown judgment kind 'dmos'"):
+        store.score_path("dmos", "cnn", "psnr")
 
 
 def test_the_statistics_follow_the_kind() -> None:

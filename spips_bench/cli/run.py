@@ -76,11 +76,16 @@ def checkpoint_arguments(values: list[str] | None) -> tuple[Path | None, dict[st
     return bare, named
 
 
+#: The default of ``--load-size``: the dataset's own (:func:`spips_bench.run.config.dataset_defaults`).
+_DATASET_DEFAULT = object()
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", type=_csv, required=True, metavar="LIST|all",
                    help="comma-separated metric names (see `spips-bench list`), or 'all'")
-    p.add_argument("--split", default="val", metavar="val|train|NAME",
-                   help="BAPPS split: val or train (default val); a dataset plugin may have splits of its own")
+    p.add_argument("--split", default=None, metavar="val|train|NAME",
+                   help="BAPPS split: val or train (default val); another dataset has splits of its own (default: "
+                        "its first, e.g. 'all' for tid2013 and kadid10k, 'train' for pipal)")
     p.add_argument("--dataset", default="auto", metavar="auto|bapps|demo|NAME",
                    help="auto: BAPPS under the root; the demo set (synthetic judgments) only when no root "
                         "is named and ./datasets/bapps holds no BAPPS. NAME: a dataset plugin "
@@ -99,8 +104,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=_positive, default=50, help="samples per batch (default 50)")
     p.add_argument("--workers", type=_positive, default=2, help="DataLoader worker processes (default 2)")
     p.add_argument("--amp", action="store_true", help="autocast: bfloat16 on CPU, float16 on CUDA")
-    p.add_argument("--load-size", type=_load_size, default=64, metavar="64|native",
-                   help="resize patches to this many px (BAPPS protocol: 64), or keep their stored size")
+    p.add_argument("--load-size", type=_load_size, default=_DATASET_DEFAULT, metavar="64|native",
+                   help="resize images to this many px, or keep their stored size (default: 64, the BAPPS "
+                        "protocol, for BAPPS and the demo set; native for the MOS sets tid2013, kadid10k, pipal)")
     p.add_argument("--strict", action="store_true",
                    help="a metric that cannot run, or a category absent from the root, is an error, not a "
                         "footnote")
@@ -161,16 +167,18 @@ def _stop_signals() -> Iterator[list[signal.Signals]]:
 
 def run(args: argparse.Namespace) -> int:
     from spips_bench.report.build import skip_messages
-    from spips_bench.run.config import RunConfig
+    from spips_bench.run.config import RunConfig, dataset_defaults
     from spips_bench.run.runner import run_benchmark
 
     if args.batch_size < 1:
         raise ValueError("--batch-size must be at least 1.")
     checkpoint, checkpoints = checkpoint_arguments(args.checkpoint)
+    split, load_size = dataset_defaults(args.dataset)
     config = RunConfig(
-        metrics=args.metrics, split=args.split, dataset=args.dataset, root=args.root,
+        metrics=args.metrics, split=args.split or split, dataset=args.dataset, root=args.root,
         categories=args.categories, kinds=args.kinds, out=args.out, device=args.device,
-        batch_size=args.batch_size, workers=args.workers, amp=args.amp, load_size=args.load_size,
+        batch_size=args.batch_size, workers=args.workers, amp=args.amp,
+        load_size=load_size if args.load_size is _DATASET_DEFAULT else args.load_size,
         strict=args.strict, bootstrap=args.bootstrap, seed=args.seed, checkpoint=checkpoint,
         checkpoints=checkpoints, offline=args.offline, overwrite=args.overwrite, progress=not args.no_progress,
         on_error=args.on_error, cache=not args.no_cache,

@@ -56,6 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-synthetic", action="store_true",
                    help="let --compare-paper compare a run on synthetic judgments (the demo set) with the paper, "
                         "every table under a warning banner")
+    p.add_argument("--mos", type=Path, nargs="+", default=None, metavar="RUN",
+                   help="with --out DIR: the SRCC, PLCC and KRCC of these run folders on MOS datasets (tid2013, "
+                        "kadid10k, pipal, mos-demo), metrics x datasets, into DIR as mos-tables.md/.tex")
     p.add_argument("--intervals", action="store_true", help="show bootstrap intervals in the tables")
     p.add_argument("--check", type=Path, default=None, metavar="DIR",
                    help="re-score the run recorded in DIR/run.json (or use --from) and fail if the results "
@@ -117,7 +120,11 @@ def replay_configs(record: dict[str, Any], out: Path) -> list[Any]:
     stats = record.get("statistics", {})
     kept.update({k: stats[k] for k in ("bootstrap", "seed") if k in stats})
     dataset = record.get("dataset", {})
-    root = Path(dataset["root"]) if dataset.get("name") == "bapps" else None
+    # BAPPS is read where it was; another dataset there too when that folder is here (a generated set, whose
+    # recorded folder is another machine's cache, is generated again where it belongs on this one).
+    recorded = Path(dataset["root"]) if dataset.get("root") else None
+    root = recorded if dataset.get("name") == "bapps" or (
+        dataset.get("name") != "demo" and recorded is not None and recorded.is_dir()) else None
     device = record.get("fingerprint", {}).get("global", {}).get("device_type", "cpu")
     groups: list[tuple[tuple[str, ...], list[str]]] = []
     skipped: list[str] = []  # no scores: replayed with the first group, where they are skipped again
@@ -196,6 +203,8 @@ def run(args: argparse.Namespace) -> int:
 
     formats = list(REPORT_FILES) if args.format is None else args.format  # default: every format
     options = {"formats": formats, "intervals": args.intervals}
+    if args.mos is not None:
+        return _mos_overview(args, formats)
     paper = args.out is not None or args.compare_paper or args.allow_synthetic
     if args.check is not None and paper:
         raise ValueError("--check compares the plain tables of a run folder; --out, --compare-paper and "
@@ -262,6 +271,20 @@ def _paper_tables(args: argparse.Namespace, formats: list[str]) -> int:
     written = write_paper_tables(args.source, args.out, formats=formats, compare_paper=args.compare_paper,
                                  allow_synthetic=args.allow_synthetic)
     return _show_written(written)
+
+
+def _mos_overview(args: argparse.Namespace, formats: list[str]) -> int:
+    """``tables --mos RUN... --out DIR``: metrics x datasets tables of MOS runs into DIR."""
+    from spips_bench.report.mos import write_overview
+
+    others = [flag for flag, on in (("--from", args.source is not None), ("--check", args.check is not None),
+                                    ("--compare-paper", args.compare_paper),
+                                    ("--allow-synthetic", args.allow_synthetic)) if on]
+    if others:
+        raise ValueError(f"--mos reads run folders of its own; leave out {', '.join(others)}.")
+    if args.out is None:
+        raise ValueError("--mos writes mos-tables.md/.tex into a folder: pass --out DIR as well.")
+    return _show_written(write_overview(args.mos, args.out, formats=formats, intervals=args.intervals))
 
 
 def _show_written(written: dict[str, Path]) -> int:

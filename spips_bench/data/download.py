@@ -28,9 +28,11 @@ import errno
 import json
 import os
 import shutil
+import stat
 import sys
 import tarfile
 import tempfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -389,5 +391,226 @@ def _extract(archive: Path, root: Path, arch: Archive) -> None:
             os.replace(tmp / arch.top, dest_parent / arch.top)
         except OSError as exc:
             raise _write_error(exc, dest_parent, kept) from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- datasets published as one zip archive (KADID-10k) ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class ZipDataset:
+    """A dataset published as one zip archive that unpacks its files into the root.
+
+    Attributes:
+        name: the dataset's registry name (``"kadid10k"``).
+        url: the archive's official URL (the card's ``[archive] url``).
+        filename: the archive's file name in the root while it downloads.
+        expect: the entries the unpacked root must hold; the first one also finds the archive's top
+            folder (the archive may hold them at its top or inside one folder).
+        sha256: the card's published hash, ``""`` when none is published (then ``--sha256`` is needed).
+    """
+
+    name: str
+    url: str
+    filename: str
+    expect: tuple[str, ...]
+    sha256: str = ""
+
+
+def zip_dataset(name: str) -> ZipDataset:
+    """The :class:`ZipDataset` of the card ``name`` (its ``[archive]`` table and its layout's entries).
+
+    Raises:
+        ValueError: the card has no ``[archive]`` table (no stable public archive): the message gives its steps.
+    """
+    from spips_bench.data.cards import load_card
+    from spips_bench.data.mos import LAYOUTS
+
+    card = load_card(name)
+    archive = card.get("archive")
+    if not archive:
+        steps = " ".join(f"{i}. {s}" for i, s in enumerate(card.get("steps", []), start=1))
+        raise ValueError(f"{card['title']} has no public archive that spips-bench can download; get it by hand: "
+                         f"{steps}")
+    layout = LAYOUTS[card["layout"]]
+    expect = tuple(dict.fromkeys((layout.labels, layout.ref_folder, layout.dist_folder)))
+    return ZipDataset(card["name"], archive["url"], archive["filename"], expect, archive.get("sha256", ""))
+
+
+def download_zip_dataset(
+    root: str | os.PathLike[str],
+    dataset: ZipDataset,
+    *,
+    url: str | None = None,
+    sha256: str | None = None,
+    keep_archive: bool = False,
+    progress: bool = True,
+    retries: int = 5,
+    timeout: float = 60.0,
+    backoff: float = 1.0,
+    log: Callable[[str], None] = _stderr,
+    offline: bool | None = None,
+) -> DownloadResult:
+    """Download ``dataset``'s zip archive into ``root`` (resumable), check its SHA-256 and unpack it there.
+
+    The archive is unpacked only when its SHA-256 equals a trusted one: ``sha256``, the card's, or the one
+    recorded in ``ROOT/.spips-bench-manifest.json`` by an earlier successful unpacking. When none exists
+    (KADID-10k publishes no hash), the archive is downloaded, kept, and a :class:`DownloadError` shows its
+    SHA-256 so that it can be compared with a trusted copy and passed as ``sha256`` on the next call,
+    which uses the kept file. Extraction refuses absolute paths, ``..``, links and special files, and
+    more bytes or members than :func:`extraction_limits` allows; it writes into a temporary folder in
+    ``root`` and moves the unpacked entries into ``root`` only when all of them are complete (macOS
+    ``__MACOSX/`` members are skipped).
+
+    Args:
+        root: destination (the dataset's root once unpacked); created if missing.
+        dataset: :func:`zip_dataset` of the card.
+        url: another URL of the same archive (default: the card's).
+        sha256: the archive's expected SHA-256 (64 hex digits).
+        keep_archive, progress, retries, timeout, backoff, log, offline: as in :func:`download_bapps`.
+
+    Raises:
+        ValueError: a malformed hash or URL.
+        DownloadError: the transfer failed, the hash does not match (the file is kept as
+            ``NAME.rejected``) or no trusted hash exists yet (the file is kept as ``NAME``).
+        UnsafeArchiveError: an unsafe member, or not the expected entries inside.
+    """
+    pinned = (sha256 or dataset.sha256 or "").strip().lower() or None
+    if pinned is not None and (len(pinned) != 64 or any(c not in "0123456789abcdef" for c in pinned)):
+        raise ValueError(f"--sha256 must be 64 hexadecimal digits, got {pinned!r}.")
+    url = url or dataset.url
+    if not url.startswith(("https://", "http://")):
+        raise ValueError(f"--url must be an http(s) URL, got {url!r}.")
+    from spips_bench.weights import is_offline
+
+    local_only = is_offline(offline)
+    root_path = Path(root).expanduser().resolve()
+    try:
+        root_path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _write_error(exc, root_path, "") from exc
+    if all((root_path / e).exists() for e in dataset.expect):
+        log(f"{root_path}: {', '.join(dataset.expect)} already present; nothing downloaded or extracted.")
+        return DownloadResult(dataset.filename, root_path, downloaded=False, extracted=False, sha256=None)
+    archive = root_path / dataset.filename
+    downloaded = False
+    if archive.is_file():
+        log(f"{archive}: archive already downloaded; verifying it.")
+        size, digest = archive.stat().st_size, sha256_file(archive)
+        path = archive
+    else:
+        if local_only and not is_loopback_url(url):
+            raise DownloadError(f"{url}: downloads are disabled (offline mode, SPIPS_BENCH_OFFLINE); unset it, or "
+                                f"place {dataset.filename} in {root_path} and run again.")
+        log(f"downloading {url} to {archive}")
+        path = archive.with_name(archive.name + ".part")
+        advice = FetchAdvice(http="Check the URL (--url), or download the archive by hand into the root.",
+                             retry="Run the same command again to resume.", no_length="use another --url.",
+                             size_changed=(f"the manifest recorded {{size}}; the file on the server changed. Delete "
+                                           f"its entry in {MANIFEST_NAME} to accept the new file."),
+                             write_option="--root")
+        recorded_size = _manifest_entry(root_path, dataset.filename).get("size")
+        size, digest = fetch(url, path, advice=advice, error=DownloadError,
+                             known_size=recorded_size if isinstance(recorded_size, int) else None,
+                             progress=progress, retries=retries, timeout=timeout, backoff=backoff,
+                             local_only=local_only)
+        downloaded = True
+    if pinned is None and _manifest_entry(root_path, dataset.filename).get("sha256") is None:
+        if path != archive:
+            replace_durably(path, archive)
+        raise DownloadError(
+            f"{archive}: {size:,} bytes with SHA-256 {digest}, kept but not unpacked: no SHA-256 of "
+            f"{dataset.filename} is published, so spips-bench unpacks it only against one you pin. Compare "
+            f"{digest} with a copy you trust (docs/datasets.md says how), then run `spips-bench download "
+            f"{dataset.name} --root {root_path} --sha256 {digest}`; it uses this file without downloading it again.")
+    _check_hash(root_path, dataset.filename, path, size, digest, pinned)
+    if path != archive:
+        try:
+            replace_durably(path, archive)
+        except OSError as exc:
+            raise _write_error(exc, archive, f"The verified download is kept as {path}.") from exc
+    log(f"extracting {archive.name} into {root_path}")
+    _extract_zip(archive, root_path, dataset)
+    _record(root_path, dataset.filename, url, size, digest)  # kept as it is when already recorded
+    if not keep_archive:
+        archive.unlink()
+    log(f"{root_path}: done (sha256 {digest}).")
+    return DownloadResult(dataset.filename, root_path, downloaded=downloaded, extracted=True, sha256=digest)
+
+
+def _check_zip_member(info: zipfile.ZipInfo, archive: Path) -> str:
+    """The member's safe relative path (``""`` for one to skip), or UnsafeArchiveError."""
+    name = info.filename
+    where = f"{archive}: member {name!r}"
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        raise UnsafeArchiveError(f"{where} has an absolute path; refusing to extract this archive.")
+    parts = [p for p in PurePosixPath(name.replace("\\", "/")).parts if p not in ("", ".")]
+    if ".." in parts:
+        raise UnsafeArchiveError(f"{where} climbs out with '..'; refusing to extract this archive.")
+    # The file type is in the high bits of external_attr for members written on Unix (create_system 3);
+    # members of other systems, or with permission bits only, are plain files or folders.
+    kind = stat.S_IFMT(info.external_attr >> 16) if info.create_system == 3 else 0
+    if kind == stat.S_IFLNK:
+        raise UnsafeArchiveError(f"{where} is a link; refusing to extract.")
+    if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+        raise UnsafeArchiveError(f"{where} is a device, FIFO or other special file; refusing to extract.")
+    return "" if parts[:1] == ["__MACOSX"] else "/".join(parts)
+
+
+def _extract_zip(archive: Path, root: Path, dataset: ZipDataset) -> None:
+    """Unpack ``archive`` into a temporary folder in ``root``, then move its entries into ``root``."""
+    kept = f"The archive {archive} is intact and kept: nothing has to be downloaded again."
+    max_bytes, max_members = extraction_limits(archive.stat().st_size)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=root))
+    except OSError as exc:
+        raise _write_error(exc, root, kept) from exc
+    try:
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                infos = zf.infolist()
+                total = sum(i.file_size for i in infos)
+                if len(infos) > max_members or total > max_bytes:
+                    raise UnsafeArchiveError(
+                        f"{archive}: it would unpack to {len(infos):,} members and {total:,} bytes, more than a "
+                        f"{archive.stat().st_size:,}-byte archive may ({max_members:,} members, {max_bytes:,} bytes); "
+                        f"this is not the official {dataset.filename}. Refusing to extract; nothing was kept.")
+                safe = [(info, _check_zip_member(info, archive)) for info in infos]  # all checked before any write
+                for info, rel in safe:
+                    if not rel:
+                        continue
+                    dest = tmp / rel
+                    if info.is_dir():
+                        dest.mkdir(parents=True, exist_ok=True)
+                        continue
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    with zf.open(info) as src, dest.open("wb") as out:
+                        shutil.copyfileobj(src, out, _CHUNK)
+        except (zipfile.BadZipFile, EOFError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno in _LOCAL_WRITE_ERRNOS:
+                raise _write_error(exc, root, kept) from exc
+            raise _CorruptArchiveError(f"{archive}: corrupt or truncated zip archive ({exc}); delete it and run "
+                                       "the command again.") from exc
+        first = dataset.expect[0]
+        tops = [tmp, *sorted(p for p in tmp.iterdir() if p.is_dir())]
+        base = next((t for t in tops if (t / first).exists()), None)
+        if base is None:
+            raise UnsafeArchiveError(f"{archive}: no {first} inside, at its top or in one folder; this is not the "
+                                     f"official {dataset.filename}.")
+        lacking = [e for e in dataset.expect if not (base / e).exists()]
+        if lacking:
+            raise UnsafeArchiveError(f"{archive}: no {', '.join(lacking)} beside {first}; this is not the complete "
+                                     f"official {dataset.filename}.")
+        entries = sorted(base.iterdir())
+        taken = [root / p.name for p in entries if (root / p.name).exists()]
+        if taken:
+            raise DownloadError(f"{taken[0]}: already exists, so {archive.name} cannot be unpacked into {root}; "
+                                "move it away (or choose another --root) and run again.")
+        try:
+            for p in entries:
+                os.replace(p, root / p.name)
+        except OSError as exc:
+            raise _write_error(exc, root, kept) from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -43,11 +43,13 @@ AUTO = "auto"
 __all__ = [
     "AUTO",
     "ENTRY_POINT_GROUP",
+    "MOS_CARDS",
     "REGISTRY",
     "Bapps",
     "Dataset",
     "DatasetRegistry",
     "Demo",
+    "MOSSet",
     "dataset_names",
     "dataset_problems",
     "get_dataset",
@@ -193,6 +195,14 @@ class Dataset:
     def _reader_categories(self, root: Path, kind: str, split: str) -> Sequence[str] | None:
         return self.categories(root, kind, split)
 
+    def listing(self, root: Path, kind: str, split: str, category: str) -> list[tuple[str, str]]:
+        """``(sample, "file size")`` for every file behind one category, sorted: names and sizes only,
+        what a run's fingerprint digests to notice that the data changed (the paired-folder layout: every
+        file under ``root/kind/split/category``)."""
+        from spips_bench.data.bapps import category_listing
+
+        return category_listing(Path(root) / kind / split / category)
+
     def check(self) -> None:
         """Raise ``TypeError`` when the declaration cannot work (what the registry reports for a plugin)."""
         if not self.name or self.name != self.name.strip().lower() or self.name == AUTO:
@@ -272,6 +282,70 @@ class Demo(_Carded):
         return f"Demo set ({DEMO_LABEL})"
 
 
+class MOSSet(Dataset):
+    """A built-in mean-opinion-score dataset read in its official layout (cards ``tid2013``, ``kadid10k``,
+    ``pipal``, ``mos-demo``): one kind, ``mos``; one split (the card's); the distortion types that its
+    label file names as categories.
+
+    Attributes:
+        mos: the :class:`spips_bench.data.mos.MOSSource` that reads the label file and finds the images.
+        steps: the card's steps to get the data (what ``spips-bench download`` prints).
+    """
+
+    def __init__(self, card_name: str) -> None:
+        from spips_bench.data.mos import MOSSource
+
+        card = load_card(card_name)
+        self.mos = MOSSource(card)
+        self.name, self.title, self.synthetic = card["name"], card["title"], bool(card["synthetic"])
+        self.kinds = tuple(card["kinds"])
+        self.splits = {k: tuple(v) for k, v in card["splits"].items()}
+        self.description, self.citation, self.download = card["description"], card["citation"], card["download"]
+        self.steps: tuple[str, ...] = tuple(card.get("steps", ()))
+
+    def category_title(self, code: str) -> str:
+        """The display name of distortion type ``code`` from the card (unknown codes: ``"type <code>"``)."""
+        return self.mos.category_title(code)
+
+    def report_title(self, split: str) -> str:
+        from spips_bench.data.demo import DEMO_LABEL
+
+        return self.mos.report_title(split, DEMO_LABEL)
+
+    def default_root(self) -> Path:
+        return self.mos.default_root()
+
+    def locate(self, root: Path | None) -> Path:
+        return self.mos.locate(root)
+
+    def categories(self, root: Path, kind: str, split: str) -> list[str]:
+        """The distortion types that the label file under ``root`` names (``[]`` for another kind or split)."""
+        return self.mos.categories(root) if split in self.kind_splits(str(kind)) else []
+
+    def present(self, root: Path, split: str) -> dict[str, list[str]]:
+        return {k: self.categories(root, k, split) for k in self.kinds_of(split)}
+
+    def reader(self, root: Path, kind: str, split: str, category: str, load_size: int | None,
+               **options: Any) -> Any:
+        """The :class:`~spips_bench.data.mos_reader.MOSReader` of one distortion type (``options``:
+        ``report_problems``, ``min_size``)."""
+        from spips_bench.data.mos_reader import MOSReader
+
+        kinds = self.kind_names()
+        if str(kind) not in kinds or split not in self.kind_splits(str(kind)):
+            have = "; ".join(f"{k} ({', '.join(self.kind_splits(k))})" for k in kinds)
+            raise ValueError(f"dataset {self.name!r} has no {kind} judgments of split {split!r}; it has {have}.")
+        return MOSReader(root, self.mos, category, load_size, **options)
+
+    def listing(self, root: Path, kind: str, split: str, category: str) -> list[tuple[str, str]]:
+        """See :meth:`spips_bench.data.mos.MOSSource.listing`: each sample's two images and its label entry."""
+        return self.mos.listing(root, category)
+
+
+#: The cards of the built-in MOS datasets, in the order ``spips-bench list --datasets`` shows them.
+MOS_CARDS = ("tid2013", "kadid10k", "pipal", "mos-demo")
+
+
 class DatasetRegistry:
     """The built-in datasets and those of the entry-point group :data:`ENTRY_POINT_GROUP` (loaded on first use)."""
 
@@ -299,7 +373,7 @@ class DatasetRegistry:
         if self._loaded:
             return
         self._loaded = True
-        for builtin in (Bapps(), Demo()):
+        for builtin in (Bapps(), Demo(), *(MOSSet(c) for c in MOS_CARDS)):
             self.register(builtin)
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             dist = getattr(getattr(ep, "dist", None), "name", None) or "unknown distribution"

@@ -8,7 +8,10 @@
 * the same for the reference packages of :mod:`spips_bench.perf.peers`, on the same tensors, with the
   same weights, and the largest difference of the scores;
 * the system measurements of :mod:`spips_bench.perf.system` (backbone convolution GFLOP/s against a
-  matmul, end-to-end ``spips-bench run`` throughput and peak memory);
+  matmul, the memory bandwidth of a tensor copy and the share of it SSIM and MS-SSIM reach, end-to-end
+  ``spips-bench run`` throughput and peak memory, and the ``run`` cases of :mod:`spips_bench.perf.runs`:
+  shared trunk, decoded-patch cache);
+* the full-BAPPS-val projection of every offline metric (:func:`spips_bench.perf.metrics.full_val`);
 
 and :mod:`spips_bench.perf.report` writes ``<out>/<device>.md`` and ``<out>/<device>.csv``. Each time
 is the median of ``repeats`` calls after one warm-up call. Peak memory, read during the warm-up call, is

@@ -25,7 +25,7 @@ import torch
 #: The data file that names what the benchmark compares: default metrics, peers, references, targets.
 PLAN_FILE = "perf/targets.toml"
 _THRESHOLD_OPS: dict[str, Callable[[float, float], bool]] = {">=": operator.ge, "<=": operator.le}
-_TARGET_CHECKS = ("peer-ratio", "peer-diff", "reference-diff", "time-ratio", "system")
+_TARGET_CHECKS = ("peer-ratio", "peer-diff", "reference-diff", "time-ratio", "system", "run-case", "projection")
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,9 @@ class BenchPlan:
         references: metric name -> (function of :mod:`spips_bench.perf.peers`, the zoo metric's options).
         run_metric: the metric of the ``run`` end-to-end measurement.
         targets: the targets, in report order.
+        bandwidth_metrics: the metrics whose share of the memory bandwidth is reported (large size).
+        shared_trunk: metrics on one trunk, whose ``run`` together is compared with each alone.
+        cache_metric: the cheap metric of the decoded-patch cache case (cold, warm, ``--no-cache``).
     """
 
     default_metrics: tuple[str, ...]
@@ -68,6 +71,9 @@ class BenchPlan:
     references: dict[str, tuple[str, dict[str, Any]]]
     run_metric: str
     targets: tuple[Target, ...]
+    bandwidth_metrics: tuple[str, ...] = ()
+    shared_trunk: tuple[str, ...] = ()
+    cache_metric: str = ""
 
     @property
     def run_peer(self) -> str:
@@ -93,7 +99,7 @@ def bench_plan() -> BenchPlan:
     source = resources.files("spips_bench").joinpath(PLAN_FILE)
     data = tomllib.loads(source.read_text(encoding="utf-8"))
     where = f"spips_bench/{PLAN_FILE}"
-    unknown = set(data) - {"default_metrics", "packages", "metrics", "system", "targets"}
+    unknown = set(data) - {"default_metrics", "packages", "metrics", "system", "bandwidth", "run_cases", "targets"}
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; reinstall spips-bench.")
     peers: dict[str, tuple[str, ...]] = {}
@@ -120,8 +126,15 @@ def bench_plan() -> BenchPlan:
             raise ValueError(f"{where}: target {i} ({target.label!r}): check {target.check!r} must be one of "
                              f"{', '.join(_TARGET_CHECKS)} and threshold {target.threshold!r} look like '>= 3x'.")
         targets.append(target)
+    cases = data.get("run_cases", {})
+    extra = set(cases) - {"shared_trunk", "cache_metric"}
+    if extra:
+        raise ValueError(f"{where}: run_cases has unknown key(s) {sorted(extra)}; reinstall spips-bench.")
     return BenchPlan(tuple(data.get("default_metrics", ())), tuple(data.get("packages", ())), peers, references,
-                     str(data.get("system", {}).get("run_metric", "")), tuple(targets))
+                     str(data.get("system", {}).get("run_metric", "")), tuple(targets),
+                     bandwidth_metrics=tuple(data.get("bandwidth", {}).get("metrics", ())),
+                     shared_trunk=tuple(cases.get("shared_trunk", ())),
+                     cache_metric=str(cases.get("cache_metric", "")))
 
 
 @dataclass

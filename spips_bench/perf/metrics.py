@@ -5,6 +5,10 @@ Filled into a :class:`~spips_bench.perf.common.BenchResult`:
 * section ``zoo``: each metric with its card's options, pairs/s and 2AFC triplets/s;
 * section ``peers``: the zoo metric, configured to do the peer's work, against the peer;
 * section ``reference``: metrics against their unoptimised float64 references;
+* section ``shared``: each group of measured metrics on one trunk (equal
+  :meth:`~spips_bench.metric.Metric.trunk_key`, two or more metrics) scored together as ``run`` scores
+  them (:func:`spips_bench.run.runner.score_shared`), 2AFC triplets/s and JND pairs/s, at the
+  projection's size;
 
 then :func:`evaluate_targets` turns the rows (and the system section) into met/missed targets. Which
 metric has which peers, references and targets is data (:func:`spips_bench.perf.common.bench_plan`).
@@ -72,6 +76,7 @@ def measure_metrics(config: BenchConfig, result: BenchResult) -> None:
 
     dev, reps, bs = config.device, config.repeats, config.batch_size
     names = resolve_metrics(config.metrics)
+    trunks: dict[Any, list[str]] = {}  # trunk key -> the metrics on it, at the projection's size
     for size in sorted(set(config.sizes) | set(config.deep_sizes)):
         ref, p0, p1 = (t.to(dev) for t in make_images(size, bs, seed=size))
         batch = {"ref": ref, "p0": p0, "p1": p1}
@@ -104,7 +109,43 @@ def measure_metrics(config: BenchConfig, result: BenchResult) -> None:
                 _compare(name, metric, peer, size, batch, config, result)
             if name in bench_plan().references:
                 _reference(name, size, batch, config, result)
+            key_of = getattr(metric, "trunk_key", None)
+            if size == projection_size(config) and callable(key_of) and getattr(metric, "has_features", False):
+                key = key_of()
+                if key is not None:
+                    trunks.setdefault(key, []).append(name)
             del metric
+    for group in trunks.values():
+        if len(group) > 1:
+            _shared(group, config, result)
+
+
+def projection_size(config: BenchConfig) -> int:
+    """The image side of the full-val projection: 64 px (the BAPPS size) when measured, else the smallest."""
+    return 64 if 64 in config.sizes else min(config.sizes)
+
+
+def _shared(group: list[str], config: BenchConfig, result: BenchResult) -> None:
+    """Rows of section ``shared``: ``group`` (metrics with one trunk key) scored together, one trunk pass
+    per image, 2AFC triplets/s and JND pairs/s."""
+    from spips_bench.run.runner import score_shared, trunk_groups
+
+    dev, reps, bs, size = config.device, config.repeats, config.batch_size, projection_size(config)
+    metrics = [create_for_bench(name)[0].to(dev) for name in group]
+    if len(trunk_groups(metrics)) != 1:  # fresh instances, e.g. random trunks, need not share
+        result.skipped[f"shared trunk {'+'.join(group)}"] = "new instances of these metrics do not share a trunk"
+        return
+    ref, p0, p1 = (t.to(dev) for t in make_images(size, bs, seed=size))
+    _log(f"bench: {'+'.join(group)} together @ {size}px")
+    batch = {"ref": ref, "p0": p0, "p1": p1}
+    trip = measure(lambda: score_shared("2afc", metrics, batch), repeats=reps, device=dev)
+    jnd = measure(lambda: score_shared("jnd", metrics, {"p0": p0, "p1": p1}), repeats=reps, device=dev)
+    note = f"{len(group)} metrics, one trunk pass per image"
+    case = "+".join(group)
+    result.rows.append(Row("shared", case, size, bs, "triplets/s", trip.rate(bs), ours_peak_mib=trip.peak_mib,
+                           note=note))
+    result.rows.append(Row("shared", case, size, bs, "pairs/s", jnd.rate(bs), ours_peak_mib=jnd.peak_mib,
+                           note=note + " (JND pairs)"))
 
 
 def _compare(name: str, metric: Any, peer: Peer, size: int, batch: dict[str, torch.Tensor],
@@ -168,7 +209,7 @@ def _reference(name: str, size: int, batch: dict[str, torch.Tensor], config: Ben
 # -- targets -----------------------------------------------------------------------------------------
 
 
-def _find(result: BenchResult, section: str, metric: str, size: int, unit: str, peer: str = "") -> Row | None:
+def find_row(result: BenchResult, section: str, metric: str, size: int, unit: str, peer: str = "") -> Row | None:
     """The first row of ``metric`` (its case is the name, or the name and ``[options]``)."""
     for row in result.rows:
         if (row.section == section and (row.case == metric or row.case.startswith(metric + " ["))
@@ -187,17 +228,77 @@ def _target(result: BenchResult, target: str, measured: float, threshold: str, m
 def _measured(t: Target, size: int, result: BenchResult) -> tuple[float, str]:
     """The value a target compares with its threshold, and its detail line."""
     if t.check in ("peer-ratio", "peer-diff"):
-        row = _find(result, "peers", t.metric, size, t.unit, t.peer)
+        row = find_row(result, "peers", t.metric, size, t.unit, t.peer)
         if row is None:
             return math.nan, t.detail
         return (row.ratio if t.check == "peer-ratio" else row.max_abs_diff), t.detail
     if t.check == "reference-diff":
-        row = _find(result, "reference", t.metric, size, t.unit)
+        row = find_row(result, "reference", t.metric, size, t.unit)
         return (row.max_abs_diff if row else math.nan), t.detail
     if t.check == "time-ratio":
-        ours, base = _find(result, "zoo", t.metric, size, t.unit), _find(result, "zoo", t.baseline, size, t.unit)
+        ours, base = find_row(result, "zoo", t.metric, size, t.unit), find_row(result, "zoo", t.baseline, size, t.unit)
         return (base.ours_per_s / ours.ours_per_s if ours and base else math.nan), t.detail
+    if t.check == "run-case":
+        case = result.system.get("run_cases", {}).get("ratios", {}).get(t.key)
+        if case is None:
+            return math.nan, t.detail
+        return float(case["ratio"]), run_case_detail(t.key, result.system["run_cases"])
+    if t.check == "projection":
+        proj = full_val(result)
+        if proj is None:
+            return math.nan, t.detail
+        return float(proj["ratio"]), (f"{proj['after_s'] / 3600:.2f} h / {proj['before_s'] / 3600:.2f} h for "
+                                      f"{len(proj['per_metric'])} offline metrics"
+                                      + ("; compute only (no `run` cases measured)" if proj["compute_only"]
+                                         else ""))
     return float(result.system.get(t.key, math.nan)), str(result.system.get(t.key + "_detail", ""))
+
+
+def run_case_detail(key: str, cases: dict[str, Any]) -> str:
+    """The detail line of a ``run-case`` target: the measured seconds behind its ratio, and its other measure."""
+    from spips_bench.perf.model import data_seconds
+
+    r = cases["ratios"][key]
+    cold, warm = cases["cache"]["cold"], cases["cache"]["warm"]
+    if key == "shared-trunk":
+        alone = sum(x["seconds"] for x in cases["alone"].values())
+        return (f"{cases['together']['seconds']:.2f} s together vs {alone:.2f} s alone, inside the run; process "
+                f"wall {r['wall_ratio']:.2f}x")
+    if key == "cache-decode":
+        return (f"data time (duration_s - metric seconds) {data_seconds(warm):.3f} s vs {data_seconds(cold):.3f} s; "
+                f"patch_cache_seconds {warm['patch_cache_seconds']:.3f} vs {cold['patch_cache_seconds']:.3f} s "
+                f"= {r['patch_cache_ratio']:.3f}x")
+    return (f"{cases['cache_metric']}: {cold['wall_s']:.2f} s vs {warm['wall_s']:.2f} s process wall; inside the "
+            f"run (duration_s) {cold['seconds']:.2f} vs {warm['seconds']:.2f} s = {r['inside_ratio']:.2f}x")
+
+
+def full_val(result: BenchResult) -> dict[str, Any] | None:
+    """The full-BAPPS-val projection (:func:`spips_bench.perf.model.full_val_projection`) of the measured
+    metrics whose weights are all on this machine (offline), at :func:`projection_size`, with the data
+    times of the ``run`` cases (``compute_only`` when they were not measured); ``None`` without such a
+    metric."""
+    from spips_bench.perf.model import full_val_projection
+    from spips_bench.registry import get_spec
+
+    size = projection_size(result.config)
+    rates: dict[str, dict[str, float]] = {}
+    shared: dict[str, dict[str, float]] = {}
+    for row in result.rows:
+        if row.size == size and row.section in ("zoo", "shared"):
+            (rates if row.section == "zoo" else shared).setdefault(row.case, {})[row.unit] = row.ours_per_s
+    alone = {m: (r["triplets/s"], r["pairs/s"]) for m, r in rates.items()
+             if "triplets/s" in r and "pairs/s" in r and not get_spec(m).missing_weights()}
+    if not alone:
+        return None
+    groups = {tuple(case.split("+")): (r["triplets/s"], r["pairs/s"]) for case, r in shared.items()
+              if "triplets/s" in r and "pairs/s" in r and all(m in alone for m in case.split("+"))}
+    cases = result.system.get("run_cases")
+    per_image = cases["data_s_per_image"] if cases else {"decode": 0.0, "warm": 0.0, "cold": 0.0}
+    out = full_val_projection(alone, groups, decode_s_per_image=per_image["decode"],
+                              warm_s_per_image=per_image["warm"], cold_s_per_image=per_image["cold"],
+                              process_s=cases["process_s"] if cases else 0.0)
+    out.update(size=size, compute_only=cases is None, left_out=sorted(set(rates) - set(alone)))
+    return out
 
 
 def evaluate_targets(config: BenchConfig, result: BenchResult) -> None:

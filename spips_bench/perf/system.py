@@ -7,17 +7,20 @@
 * ``spips-bench run`` with the plan's ``run_metric`` (ST-LPIPS), as a subprocess, on PNG files in the
   BAPPS layout (a generated set of N triplets and one of 10 N): triplets per second from its ``run.json``
   and peak resident memory from its ``ru_maxrss`` (read by a small wrapper process); against that
-  metric's first peer (pyiqa's ST-LPIPS) on the same triplets already decoded in memory.
+  metric's first peer (pyiqa's ST-LPIPS) on the same triplets already decoded in memory;
+* the memory bandwidth of a large tensor copy, and the fraction of it that the plan's bandwidth metrics
+  (SSIM, MS-SSIM) reach at the large size (:func:`spips_bench.perf.model.ssim_bytes_per_pair`);
+* the ``run`` cases of :mod:`spips_bench.perf.runs` (shared trunk, decoded-patch cache) on the 10 N set.
+
+Every ``run`` subprocess gets its own patch cache folder (``SPIPS_BENCH_CACHE`` in a temporary folder), so
+that a run is cold or warm because the benchmark made it so, never because of an earlier benchmark.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import math
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +30,7 @@ from typing import Any
 import torch
 
 from spips_bench.perf.common import BenchConfig, BenchResult, bench_plan, create_for_bench, measure
+from spips_bench.perf.runs import run_cases, run_subprocess, write_run_set
 
 
 def _log(msg: str) -> None:
@@ -91,85 +95,55 @@ def backbone_efficiency(config: BenchConfig, size: int) -> dict[str, Any]:
     return out
 
 
+# -- memory bandwidth --------------------------------------------------------------------------------
+
+
+def memory_bandwidth(config: BenchConfig) -> dict[str, Any]:
+    """GB/s of a copy between two float32 tensors of 256 MiB (1 GiB on a GPU, 16 MiB in a smoke run) on
+    the benchmark's device: the median of ``max(repeats, 5)`` copies after one warm-up (which also touches
+    every page), each byte counted once read and once written
+    (:func:`spips_bench.perf.model.copy_bandwidth`). Far larger than any processor cache, so it streams
+    through memory."""
+    from spips_bench.perf.model import copy_bandwidth
+
+    nbytes = (16 if config.quick else 1024 if config.device == "cuda" else 256) * 2**20
+    src = torch.rand(nbytes // 4, device=config.device)
+    dst = torch.empty_like(src)
+    t = measure(lambda: dst.copy_(src), repeats=max(config.repeats, 5), device=config.device)
+    return {"bytes": nbytes, "seconds": t.median_s, "runs_s": t.runs_s,
+            "gb_s": copy_bandwidth(nbytes, t.median_s)}
+
+
+def bandwidth_fractions(config: BenchConfig, result: BenchResult, gb_s: float) -> dict[str, Any]:
+    """For each bandwidth metric of the plan, its reference row (RGB, the work piq does) at the large
+    size: pairs/s, bytes per pair under both models of
+    :func:`~spips_bench.perf.model.ssim_bytes_per_pair` and the fraction of ``gb_s`` reached."""
+    import inspect
+
+    from spips_bench.perf import peers as bench_peers
+    from spips_bench.perf.metrics import find_row
+    from spips_bench.perf.model import BYTE_MODELS, bandwidth_fraction, ssim_bytes_per_pair
+    from spips_bench.zoo.ssim import ms_ssim_num_scales
+
+    size = 256 if 256 in config.sizes else max(config.sizes)
+    out: dict[str, Any] = {}
+    for name in bench_plan().bandwidth_metrics:
+        row = find_row(result, "reference", name, size, "pairs/s")
+        if row is None or name not in bench_plan().references:
+            continue
+        function, _ = bench_plan().references[name]
+        multi = "scales" in inspect.signature(getattr(bench_peers, function)).parameters
+        scales = ms_ssim_num_scales(size, size) if multi else 1
+        entry: dict[str, Any] = {"case": row.case, "size": size, "scales": scales, "pairs_per_s": row.ours_per_s}
+        for model in BYTE_MODELS:
+            nbytes = ssim_bytes_per_pair(size, scales=scales, model=model)
+            entry[f"bytes_{model}"] = nbytes
+            entry[f"fraction_{model}"] = bandwidth_fraction(nbytes, row.ours_per_s, gb_s)
+        out[name] = entry
+    return out
+
+
 # -- spips-bench run end to end ----------------------------------------------------------------------
-
-
-def write_run_set(root: Path, n: int, *, seed: int = 0) -> Path:
-    """Write ``n`` 64-px 2AFC triplets in the BAPPS layout under ``root/2afc/val/traditional``.
-
-    The other val category folders are created empty (the dataset check looks for them); judgments are
-    fractions of 5 raters drawn at random. Returns ``root``.
-    """
-    import numpy as np
-    from PIL import Image
-
-    from spips_bench.perf.common import make_images
-
-    base = root / "2afc" / "val"
-    for cat in ("traditional", "cnn", "superres", "deblur", "color", "frameinterp"):
-        (base / cat).mkdir(parents=True, exist_ok=True)
-    folder = base / "traditional"
-    for part in ("ref", "p0", "p1", "judge"):
-        (folder / part).mkdir(exist_ok=True)
-    rng = np.random.default_rng(seed)
-    chunk = 256
-    for start in range(0, n, chunk):
-        k = min(chunk, n - start)
-        imgs = make_images(64, k, seed=seed * 1_000_003 + start)
-        for part, t in zip(("ref", "p0", "p1"), imgs, strict=True):
-            arr = (t.permute(0, 2, 3, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
-            for i in range(k):
-                Image.fromarray(arr[i], "RGB").save(folder / part / f"{start + i:06d}.png", compress_level=1)
-        for i in range(k):
-            value = np.array([rng.integers(0, 6) / 5.0], dtype=np.float32)
-            np.save(folder / "judge" / f"{start + i:06d}.npy", value, allow_pickle=False)
-    return root
-
-
-_RSS_WRAPPER = """\
-import subprocess, sys
-rc = subprocess.call(sys.argv[2:])
-try:
-    import resource
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-except ImportError:  # no resource module: no peak to report
-    peak = -1
-with open(sys.argv[1], "w", encoding="ascii") as fh:
-    fh.write(str(peak))
-sys.exit(rc)
-"""
-
-
-def run_subprocess(root: Path, out: Path, config: BenchConfig) -> dict[str, Any]:
-    """Run ``spips-bench run --metrics RUN_METRIC`` (:attr:`~spips_bench.perf.common.BenchPlan.run_metric`)
-    on ``root``; throughput and peak RSS of that process (``ru_maxrss`` of the largest of its processes,
-    DataLoader workers included)."""
-    cmd = [sys.executable, "-m", "spips_bench", "run", "--metrics", bench_plan().run_metric, "--dataset", "bapps",
-           "--root", str(root), "--categories", "traditional", "--kinds", "2afc", "--out", str(out),
-           "--device", config.device, "--batch-size", str(config.batch_size), "--workers",
-           str(config.run_workers), "--bootstrap", "100", "--offline", "--no-progress"]
-    env = {**os.environ, "OMP_NUM_THREADS": str(config.threads), "MKL_NUM_THREADS": str(config.threads),
-           "SPIPS_BENCH_OFFLINE": "1"}
-    rss_file = out.parent / f"{out.name}.maxrss"
-    # A child forked from this (large) process inherits its peak RSS in ru_maxrss, so the run is started
-    # from a small wrapper process that reports the peak of its own children only.
-    proc = subprocess.Popen([sys.executable, "-c", _RSS_WRAPPER, str(rss_file), *cmd], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out_bytes, err_bytes = proc.communicate()
-    try:
-        maxrss = int(rss_file.read_text(encoding="ascii")) * (1 if sys.platform == "darwin" else 1024)
-    except (OSError, ValueError):
-        maxrss = -1
-    stdout, stderr = out_bytes.decode(errors="replace"), err_bytes.decode(errors="replace")
-    if proc.returncode != 0:
-        raise RuntimeError(f"`{' '.join(cmd)}` failed with exit code {proc.returncode}:\n{stderr[-2000:]}"
-                           f"{stdout[-500:]}")
-    record = json.loads((out / "run.json").read_text(encoding="utf-8"))
-    tp = record.get("throughput", {})
-    return {"triplets": int(tp.get("items_scored", 0)), "seconds": float(record.get("duration_s", math.nan)),
-            "triplets_per_s": float(tp.get("items_per_second") or math.nan),
-            "peak_rss_mib": maxrss / 2**20 if maxrss > 0 else math.nan,
-            "command": " ".join(cmd[3:]).replace(str(out), "OUT").replace(str(root), "SET")}
 
 
 def pyiqa_in_memory(root: Path, config: BenchConfig) -> tuple[float, dict[str, tuple[float, float]]]:
@@ -219,7 +193,7 @@ def run_end_to_end(config: BenchConfig) -> dict[str, Any]:
         results: dict[str, Any] = {}
         small = write_run_set(tmp / "setN", n, seed=n)
         _log(f"bench: spips-bench run on {n} triplets")
-        results["N"] = run_subprocess(small, tmp / "runN", config)
+        results["N"] = run_subprocess(small, tmp / "runN", config, cache=tmp / "cache-N")
         big = write_run_set(tmp / "set10N", 10 * n, seed=10 * n)
         from spips_bench.perf.peers import PEERS
 
@@ -227,7 +201,7 @@ def run_end_to_end(config: BenchConfig) -> dict[str, Any]:
         _log(f"bench: {label} in memory on {10 * n} triplets, then spips-bench run on them, then the peer")
         with_peer = PEERS[label].package in config.peers
         rate_before, peer_scores = pyiqa_in_memory(big, config) if with_peer else (math.nan, {})
-        results["10N"] = run_subprocess(big, tmp / "run10N", config)
+        results["10N"] = run_subprocess(big, tmp / "run10N", config, cache=tmp / "cache-10N")
         rate_after, _ = pyiqa_in_memory(big, config) if with_peer else (math.nan, {})
         stored = ScoreStore(tmp / "run10N").read_scores("2afc", "traditional", bench_plan().run_metric)
         diff = max((abs(a - b) for name, pair in peer_scores.items() for a, b in zip(pair, stored[name],
@@ -236,6 +210,7 @@ def run_end_to_end(config: BenchConfig) -> dict[str, Any]:
         results["pyiqa_triplets_per_s"] = max(rate_before, rate_after) if with_peer else math.nan
         results["pyiqa_passes"] = [rate_before, rate_after] if with_peer else []
         results["max_abs_diff"] = diff
+        results["cases"] = run_cases(big, tmp, config)
         return results
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -253,6 +228,10 @@ def measure_system(config: BenchConfig, result: BenchResult) -> None:
     result.system["conv_fraction_detail"] = (
         f"{st['gflops_trunk']:.1f} GFLOP/s (conv FLOPs / whole trunk time) vs {eff['matmul_n']}^2 matmul "
         f"{eff['matmul_gflops']:.1f} GFLOP/s; conv-only (profiler) {st['gflops_conv_only']:.1f} GFLOP/s")
+    _log("bench: memory bandwidth (tensor copy)")
+    bw = memory_bandwidth(config)
+    bw["metrics"] = bandwidth_fractions(config, result, bw["gb_s"])
+    result.system["bandwidth"] = bw
     try:
         e2e = run_end_to_end(config)
     except (RuntimeError, OSError, ImportError) as exc:
@@ -268,3 +247,4 @@ def measure_system(config: BenchConfig, result: BenchResult) -> None:
     result.system["run_memory_ratio_detail"] = (
         f"{small_run['peak_rss_mib']:.0f} MiB at {small_run['triplets']} triplets, "
         f"{big['peak_rss_mib']:.0f} MiB at {big['triplets']}")
+    result.system["run_cases"] = e2e["cases"]

@@ -22,13 +22,21 @@ REPORT_FILES = {"md": "tables.md", "tex": "tables.tex"}
 # -- reports -------------------------------------------------------------------------------------------
 
 
+#: The category of a MOS summary that holds every image of the set (all distortion types).
+ALL_CATEGORY = "all"
+
+
 def _summaries(store: ScoreStore, record: Mapping[str, Any], n_boot: int, seed: int,
-               ) -> tuple[list[Any], list[str]]:
+               fits: dict[str, dict[str, Any]] | None = None) -> tuple[list[Any], list[str]]:
     """Summary rows of every complete (kind, category, metric) in the store, plus footnotes.
 
     An infinite score is an ordered value (as in the official LPIPS evaluation) and stays in; a NaN
     score (the metric failed) is left out of every statistic of its metric. A (metric, category)
     without one usable sample gets a footnote instead of rows; the others are reported as usual.
+
+    A scale kind (MOS) also gets the category :data:`ALL_CATEGORY`, over the images of every category of
+    the run, when the metric completed each of them; ``fits`` (when given) receives its logistic fits,
+    ``{metric: {category: fit}}``.
     """
     import numpy as np
 
@@ -42,6 +50,7 @@ def _summaries(store: ScoreStore, record: Mapping[str, Any], n_boot: int, seed: 
     notes: list[str] = []
     nan_counts: dict[str, list[str]] = {}
     inf_counts: dict[str, list[str]] = {}
+    pooled: dict[tuple[str, str], list[tuple[Any, Any]]] = {}  # (kind, metric) -> usable arrays per category
     order = {name: i for i, name in enumerate(metrics)}
     entries = sorted(store.entries(), key=lambda e: (e[0], e[1], order.get(e[2], len(order)), e[2]))
     for kind, category, metric in entries:
@@ -85,7 +94,19 @@ def _summaries(store: ScoreStore, record: Mapping[str, Any], n_boot: int, seed: 
             continue
         hib = bool(info["higher_is_better"])
         columns = tuple(d[keep, j] for j in range(d.shape[1]))
-        rows += summarize(kind, category, metric, columns, h[keep], higher_is_better=hib, n_boot=n_boot, seed=seed)
+        rows += summarize(kind, category, metric, columns, h[keep], higher_is_better=hib, n_boot=n_boot, seed=seed,
+                          fits=fits)
+        if judgment_kind(kind).is_scale:
+            pooled.setdefault((kind, metric), []).append((columns[0], h[keep]))
+    for (kind, metric), parts in pooled.items():
+        categories = [key.split("/", 1)[1] for key in expected if key.split("/", 1)[0] == kind]
+        if len(parts) < 2 or len(parts) != len(categories):
+            continue  # one category is its own total; a missing one would make "all" a different set
+        hib = bool(metrics[metric]["higher_is_better"])
+        d_all = np.concatenate([p[0] for p in parts])
+        h_all = np.concatenate([p[1] for p in parts])
+        rows += summarize(kind, ALL_CATEGORY, metric, (d_all,), h_all, higher_is_better=hib, n_boot=n_boot,
+                          seed=seed, fits=fits)
     for metric, places in nan_counts.items():
         notes.append(f"{metric}: NaN scores excluded from all statistics ({'; '.join(places)} samples; listed in "
                      "run.json).")
@@ -150,8 +171,9 @@ def metric_footnotes(record: Mapping[str, Any]) -> list[str]:
     notes: list[str] = []
     ds = record.get("dataset", {})
     size = ds.get("load_size")
-    notes.append(f"Patches loaded at {size}x{size} px (PIL bilinear)." if size else
-                 "Patches loaded at their stored size (no resizing).")
+    what = "Images" if any(str(k).startswith("mos/") for k in record.get("categories", {})) else "Patches"
+    notes.append(f"{what} loaded at {size}x{size} px (PIL bilinear)." if size else
+                 f"{what} loaded at their stored size (no resizing).")
     for note, names in skipped_metrics(record).items():
         notes.append(f"Not run: {', '.join(names)} ({note}; details in run.json).")
     trained = [f"{name} with {Path(info['checkpoint']).name + ' ' if info.get('checkpoint') else ''}(SHA-256 "
@@ -178,6 +200,21 @@ def absent_footnotes(record: Mapping[str, Any]) -> list[str]:
     # No "--" here: LaTeX would typeset the flag's dashes as one en dash.
     return [f"Not scored, absent from the data: {', '.join(absent)}. The download command (spips-bench "
             "download bapps) fetches them; a rerun into this folder then adds them."]
+
+
+def category_titles(record: Mapping[str, Any], categories: Sequence[str]) -> dict[str, str]:
+    """Column headers of the run's categories where its dataset names them (a MOS set's distortion types,
+    ``"01 additive Gaussian noise"``); empty for a dataset that does not, or that is no longer installed."""
+    from spips_bench.data.registry import get_dataset
+
+    try:
+        dataset = get_dataset(str(record.get("dataset", {}).get("name", "")))
+    except ValueError:
+        return {}
+    title = getattr(dataset, "category_title", None)
+    if title is None:
+        return {}
+    return {c: str(title(c)) for c in categories}
 
 
 def open_run(folder: str | os.PathLike[str]) -> tuple[ScoreStore, dict[str, Any]]:
@@ -222,7 +259,15 @@ def write_reports(out: str | os.PathLike[str], *, formats: Sequence[str] = ("md"
         raise ValueError(f"unknown table format(s) {unknown}; choose from {', '.join(REPORT_FILES)}.")
     store, record = open_run(out)
     stats = record.get("statistics", {})
-    rows, notes = _summaries(store, record, int(stats.get("bootstrap", 1000)), int(stats.get("seed", 0)))
+    fits: dict[str, dict[str, Any]] = {}
+    rows, notes = _summaries(store, record, int(stats.get("bootstrap", 1000)), int(stats.get("seed", 0)), fits)
+    if fits or "logistic_fits" in record:  # the fits behind each MOS plcc and rmse, for whoever checks them
+        fitted = {"parameters": "f(q) = b1 * (1/2 - 1 / (1 + exp(b2 * (q - b3)))) + b4 * q + b5, q = the "
+                                "metric's score, negated for a distance (higher = better quality)",
+                  "fits": fits}
+        if record.get("logistic_fits") != fitted:
+            record = {**record, "logistic_fits": fitted}
+            store.write_run(record)
     written: dict[str, Path] = {"summary": store.root / "summary.csv"}
     write_summary_csv(written["summary"], rows)
     present = {r.metric for r in rows}
@@ -230,9 +275,10 @@ def write_reports(out: str | os.PathLike[str], *, formats: Sequence[str] = ("md"
                         ablation_of=info.get("ablation_of"))
              for name, info in record.get("metrics", {}).items() if name in present]
     footnotes = [*metric_footnotes(record), *absent_footnotes(record), *notes]
+    titles = category_titles(record, sorted({r.category for r in rows}))
     for fmt in formats:
         text = render_tables(rows, infos, fmt=fmt, title=report_title(record), footnotes=footnotes,
-                             intervals=intervals)
+                             intervals=intervals, category_titles=titles)
         written[fmt] = store.root / REPORT_FILES[fmt]
         atomic_write_text(written[fmt], text if text.endswith("\n") else text + "\n")
     return written

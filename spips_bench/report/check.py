@@ -42,7 +42,10 @@ SUMMARY_KEY = ("kind", "category", "metric", "statistic")
 #: ``file`` and ``reason`` hold paths of the machine; the metric's ``note`` and the sample's name are compared.
 VOLATILE = ("arguments", "started", "finished", "interrupted", "failed", "duration_s", "throughput",
             "metric_seconds", "metric_pairs_per_second", "device_name", "dataset.root", "fingerprint.global.root",
-            "metrics.*.reason", "metrics.*.checkpoint", "store")
+            "metrics.*.reason", "metrics.*.checkpoint", "store",
+            # A MOS run's logistic parameters come from an iterative fit whose last digits follow the host's
+            # arithmetic; what they give (summary.csv's plcc and rmse) is compared within the tolerance.
+            "logistic_fits")
 #: run.json fields that name the environment; a change is printed as a note. So is every
 #: ``fingerprint.global`` entry named after a package of ``versions``.
 ENVIRONMENT = ("versions", "metrics.*.packages", "fingerprint.global.scoring_code_sha256", "fingerprint.data")

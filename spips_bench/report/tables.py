@@ -22,7 +22,7 @@ from functools import lru_cache
 from importlib import resources
 
 from spips_bench.registry import REGISTRY
-from spips_bench.stats.kinds import CORRELATIONS, JND, TWO_AFC
+from spips_bench.stats.kinds import CORRELATIONS, JND, MOS, TWO_AFC
 from spips_bench.stats.summary import SummaryRow
 
 #: BAPPS categories in the paper's column order, with the paper's column headers.
@@ -32,6 +32,8 @@ CATEGORY_HEADERS = {"cnn": "CNN", "color": "Color", "deblur": "Deblur", "framein
 JND_CATEGORIES = ("cnn", "traditional")
 PAPER_CSV_COLUMNS = ("table", "kind", "statistic", "category", "paper_metric", "value", "note")
 _UNTRAINED = "†"
+#: (kind, statistic) pairs where lower is better: a column of them bolds its minimum.
+_LOWER_IS_BETTER = frozenset({(MOS.name, "rmse")})
 
 
 @dataclass(frozen=True)
@@ -192,7 +194,7 @@ def _render(t: _Table, f: _Format) -> str:
 
 def render_tables(rows: Iterable[SummaryRow], metrics: Mapping[str, MetricInfo] | Iterable[MetricInfo], *,
                   fmt: str, title: str, footnotes: Sequence[str] = (), intervals: bool = False,
-                  digits: int = 2) -> str:
+                  digits: int = 2, category_titles: Mapping[str, str] | None = None) -> str:
     """Render summary rows as the paper's tables, one Markdown or LaTeX document.
 
     Args:
@@ -203,6 +205,7 @@ def render_tables(rows: Iterable[SummaryRow], metrics: Mapping[str, MetricInfo] 
         footnotes: lines printed under the tables (skipped metrics and why, image size...).
         intervals: show bootstrap intervals, ``0.78 [0.75, 0.80]``.
         digits: decimals of correlations and of percentages.
+        category_titles: column headers of a MOS dataset's categories (its distortion types), by code.
     """
     f = _Format(fmt)
     if isinstance(digits, bool) or not isinstance(digits, int) or not 0 <= digits <= 10:
@@ -262,8 +265,40 @@ def render_tables(rows: Iterable[SummaryRow], metrics: Mapping[str, MetricInfo] 
                   for s in CORRELATIONS]
         tables.append(ctx.stacked(f"{title}: continuous variant, correlation of d0 - d1 with the judgment "
                                   "(not the paper protocol)", shown, blocks, ("PLCC", "SRCC", "KRCC")))
+    tables += _mos_tables(ctx, title, shown, category_titles or {})
     notes = _notes(infos, shown, footnotes, intervals)
+    if any(k[0] == MOS.name for k in values):
+        notes[0] = notes[0].replace("(every statistic here is higher = better)", "(the highest; the lowest for RMSE)")
+        notes.insert(1, MOS_NOTE)
     return _document(f, title, [t for t in tables if t is not None], notes)
+
+
+#: What the MOS tables' statistics are (a note under them).
+MOS_NOTE = ("MOS: each correlation is of the metric's quality (its score, negated for a distance) with the "
+            "subjective score, so agreement is positive whatever the metric's direction. PLCC and RMSE follow "
+            "the five-parameter logistic fit of Sheikh et al. (2006), whose parameters run.json records; PLCC "
+            "(linear) is without it. RMSE, in the dataset's units, is lower = better: its column bolds the "
+            "minimum. The column 'all' holds every image of the set.")
+#: The MOS statistics by column header, in table order.
+MOS_HEADERS = {"srcc": "SRCC", "krcc": "KRCC", "plcc": "PLCC", "plcc_linear": "PLCC (linear)", "rmse": "RMSE"}
+
+
+def _mos_tables(ctx: _Context, title: str, shown: list[str], titles: Mapping[str, str]) -> list[_Table | None]:
+    """The tables of a MOS run: every statistic over all images, then SRCC, PLCC and KRCC per distortion type."""
+    found = sorted({k[1] for k in ctx.values if k[0] == MOS.name})
+    if not found or not shown:
+        return []
+    overall = "all" if "all" in found else found[0]
+    types = [c for c in found if c != "all"]
+    tables: list[_Table | None] = [ctx.table(
+        f"{title}: agreement with the subjective scores ({'all images' if overall == 'all' else overall})", shown,
+        [(MOS.name, overall, stat, header) for stat, header in MOS_HEADERS.items()])]
+    for stat in ("srcc", "plcc", "krcc"):
+        cols = [(MOS.name, c, stat, titles.get(c, c)) for c in types] + (
+            [(MOS.name, "all", stat, "all")] if "all" in found else [])
+        if len(types) > 1:
+            tables.append(ctx.table(f"{title}: {MOS_HEADERS[stat]} per distortion type", shown, cols))
+    return tables
 
 
 def _infos(metrics: Mapping[str, MetricInfo] | Iterable[MetricInfo]) -> dict[str, MetricInfo]:
@@ -303,7 +338,8 @@ class _Context:
         kind, category, stat = key
         rows = [self.values.get((kind, category, m, stat)) for m in metrics]
         shown = [float(self._num(r.value, percent)) for r in rows if r is not None and math.isfinite(r.value)]
-        best = max(shown) if len(shown) > 1 else None  # every statistic here is higher = better
+        pick = min if (kind, stat) in _LOWER_IS_BETTER else max
+        best = pick(shown) if len(shown) > 1 else None  # every statistic here but RMSE is higher = better
         out = []
         for r in rows:
             if r is None:

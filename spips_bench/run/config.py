@@ -15,6 +15,24 @@ BUILTIN_DATASETS = ("auto", "bapps", "demo")
 ON_ERROR = ("fail", "skip")
 
 
+def dataset_defaults(dataset: str) -> tuple[str, int | None]:
+    """The split and load size a run of ``dataset`` takes when none is given: ``("val", 64)`` (the BAPPS
+    protocol) for BAPPS, the demo set and paired-patch plugins; for a set of whole images judged on a
+    quality scale (TID2013, KADID-10k, PIPAL) its first split (``"all"``, ``"train"``) at the native size,
+    since those images are not 64-px patches. An unknown name gets BAPPS's (the runner then names it)."""
+    if dataset in BUILTIN_DATASETS:
+        return "val", 64
+    from spips_bench.data.registry import get_dataset
+
+    try:
+        entry = get_dataset(dataset)
+    except ValueError:
+        return "val", 64
+    splits = [s for k in entry.kind_names() for s in entry.kind_splits(k)]
+    split = "val" if "val" in splits or not splits else splits[0]
+    return split, (None if all(k.is_scale for k in entry.judgment_kinds()) else 64)
+
+
 @dataclass
 class RunConfig:
     """Everything ``spips-bench run`` needs; the CLI fills it from its arguments.

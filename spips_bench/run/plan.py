@@ -134,11 +134,14 @@ def absent_notice(root: Path, split: str, absent: Sequence[str], scored: int) ->
             "--strict makes an absent category an error.")
 
 
-def data_listing(root: Path, split: str, pairs: Sequence[tuple[str, str]]) -> dict[str, list[tuple[str, str]]]:
-    """The file listing (names and sizes) of each ``(kind, category)`` of ``pairs``, keyed ``"kind/category"``."""
-    from spips_bench.data.bapps import category_listing
+def data_listing(root: Path, split: str, pairs: Sequence[tuple[str, str]], dataset: str = "bapps",
+                 ) -> dict[str, list[tuple[str, str]]]:
+    """The file listing (names and sizes) of each ``(kind, category)`` of ``pairs``, keyed ``"kind/category"``
+    (:meth:`spips_bench.data.registry.Dataset.listing` of the dataset called ``dataset``)."""
+    from spips_bench.data.registry import get_dataset
 
-    return {f"{k}/{c}": category_listing(root / k / split / c) for k, c in pairs}
+    data = get_dataset("bapps" if dataset == "auto" else dataset)
+    return {f"{k}/{c}": data.listing(root, k, split, c) for k, c in pairs}
 
 
 def _too_small(config: RunConfig, name: str, min_size: int, explicit: bool) -> str | None:

@@ -56,13 +56,13 @@ def weight_packages(weights: Sequence[str]) -> dict[str, str]:
     """``{distribution: version}`` of the installed packages that ship the named weight files."""
     from spips_bench.weights import WEIGHTS
 
+    packages = [wf.package[0] for wf in (WEIGHTS.get(name) for name in weights) if wf is not None and wf.package]
+    if not packages:
+        return {}  # no scan of the installed distributions (a second or so) for metrics without weight files
     dists = _distributions()
     out: dict[str, str] = {}
-    for name in weights:
-        wf = WEIGHTS.get(name)
-        if wf is None or wf.package is None:
-            continue
-        for dist in dists.get(wf.package[0], [wf.package[0]]):
+    for package in packages:
+        for dist in dists.get(package, [package]):
             out[dist] = _version(dist)
     return dict(sorted(out.items()))
 

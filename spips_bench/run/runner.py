@@ -272,10 +272,9 @@ def score_shared(kind: str | JudgmentKind, metrics: list[Any], batch: dict[str, 
     from spips_bench.validation import validate_pair
 
     pairs = judgment_kind(kind).scored_pairs
-    for metric in metrics:
-        min_size = int(getattr(metric, "min_size", 1))
-        for dist, ref in pairs:
-            validate_pair(batch[dist], batch[ref], min_size=min_size)
+    min_size = max(int(getattr(metric, "min_size", 1)) for metric in metrics)
+    for dist, ref in pairs:  # the same tensors for every metric of the group: checked once, at the largest minimum
+        validate_pair(batch[dist], batch[ref], min_size=min_size)
     images = list(dict.fromkeys(name for pair in pairs for name in pair))
     device = batch[images[0]].device
     t0 = time.perf_counter()
@@ -348,8 +347,10 @@ def _score_category(config: RunConfig, store: ScoreStore, d: _Dist, device: Any,
     judgments = store.judgment_writer(kind, category)
     writers = [store.score_writer(kind, category, a.name) for a in active]
     cuda = device.type == "cuda"
-    loader = DataLoader(ds, batch_sampler=todo, num_workers=config.workers, collate_fn=collate,
-                        pin_memory=cuda)
+    # Decoded patches come from a memory map: reading them costs less than handing them over from worker
+    # processes (and starting those), so a cached category is read in this process.
+    workers = 0 if ds.cache_state != "off" else config.workers
+    loader = DataLoader(ds, batch_sampler=todo, num_workers=workers, collate_fn=collate, pin_memory=cuda)
     bar = tqdm(total=sum(map(len, todo)), desc=f"{kind}/{category}", unit="item", file=sys.stderr,
                disable=not config.progress or d.rank != 0, dynamic_ncols=True)
     done = 0
@@ -496,7 +497,7 @@ def _run_benchmark(config: RunConfig, hook: FlushHook | None) -> RunResult:
     versions = package_versions()
     dataset_info, fingerprint = describe_run(config, name, root, device.type, versions, metric_prints,
                                              absent=absent)
-    listing = data_listing(root, config.split, plan)  # names and sizes of the files to score
+    listing = data_listing(root, config.split, plan, name)  # names and sizes of the files to score
     fingerprint["data"] = listing_digests(listing)
     started, t0 = _now(), time.perf_counter()
     with _maybe_lock(store, d):

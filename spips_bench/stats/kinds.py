@@ -13,6 +13,11 @@ protocol, so that no module compares a kind to a string:
   fix the names and order of its summary statistics;
 * the labels its tables use.
 
+Two families of kinds exist. BAPPS's (2AFC, JND) judge pairs or triplets of patches with fractions of
+raters; a *scale* kind (MOS) gives each distorted image a quality score on the dataset's own scale
+(mean opinion score, DMOS, Elo), higher = better, and is judged by rank and fitted correlations
+(:mod:`spips_bench.stats.mos`); its ``scale_statistics`` name them.
+
 The names (``"2afc"``, ``"jnd"``) are the ones on disk, in ``run.json`` and in ``summary.csv``; a kind is
 looked up by name with :func:`judgment_kind`. This module imports nothing else from the package, so
 every layer (data, run, stats, report) can use it.
@@ -26,10 +31,13 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["CORRELATIONS", "JND", "KINDS", "TWO_AFC", "JudgmentKind", "judgment_kind"]
+__all__ = ["CORRELATIONS", "JND", "KINDS", "MOS", "MOS_STATISTICS", "TWO_AFC", "JudgmentKind", "judgment_kind"]
 
 #: The correlation coefficients reported for each correlation variable: Pearson, Spearman, Kendall tau-b.
 CORRELATIONS: tuple[str, ...] = ("plcc", "srcc", "krcc")
+#: The statistics of a scale (MOS) kind, in report order: Spearman, Kendall tau-b, Pearson after the
+#: five-parameter logistic fit, Pearson without it, and the RMSE of the fit (lower = better).
+MOS_STATISTICS: tuple[str, ...] = ("srcc", "krcc", "plcc", "plcc_linear", "rmse")
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,8 @@ class JudgmentKind:
             ``plcc<suffix>``, ``srcc<suffix>``, ``krcc<suffix>`` correlate the variable of ``mode``
             (a key of :data:`spips_bench.stats.core.CORRELATION_STATISTICS`) with the judgment.
         column_prefix: what a table puts before a category name in a column of this kind.
+        scale_statistics: set for a scale kind (MOS): its statistics, which replace the headline and
+            correlation variables (:mod:`spips_bench.stats.mos` computes them).
     """
 
     name: str
@@ -61,6 +71,7 @@ class JudgmentKind:
     headline_label: str
     correlation_modes: tuple[tuple[str, str], ...]
     column_prefix: str = ""
+    scale_statistics: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.scored_pairs) != len(self.score_columns):
@@ -80,8 +91,16 @@ class JudgmentKind:
         return (*self.image_parts, self.judgment_column)
 
     @property
+    def is_scale(self) -> bool:
+        """True for a kind whose judgment is a quality scale per image (MOS), not a rater fraction."""
+        return bool(self.scale_statistics)
+
+    @property
     def statistics(self) -> tuple[str, ...]:
-        """The kind's summary statistics in report order: the headline, then each correlation variable's."""
+        """The kind's summary statistics in report order: the headline, then each correlation variable's
+        (a scale kind: its ``scale_statistics``)."""
+        if self.scale_statistics:
+            return self.scale_statistics
         return (self.headline, *(c + suffix for suffix, _ in self.correlation_modes for c in CORRELATIONS))
 
     def folder(self, split: str) -> tuple[str, str]:
@@ -122,8 +141,22 @@ JND = JudgmentKind(
     column_prefix="JND ",
 )
 
+MOS = JudgmentKind(
+    name="mos",
+    label="MOS",
+    image_parts=("dist", "ref"),
+    judgment_column="mos",
+    scored_pairs=(("dist", "ref"),),
+    score_columns=("d",),
+    headline="srcc",
+    headline_label="SRCC",
+    correlation_modes=(),
+    column_prefix="",
+    scale_statistics=MOS_STATISTICS,
+)
+
 #: Every kind by name, in report order.
-KINDS: Mapping[str, JudgmentKind] = MappingProxyType({k.name: k for k in (TWO_AFC, JND)})
+KINDS: Mapping[str, JudgmentKind] = MappingProxyType({k.name: k for k in (TWO_AFC, JND, MOS)})
 
 
 def judgment_kind(kind: str | JudgmentKind, choices: Sequence[str] | None = None) -> JudgmentKind:

@@ -4,11 +4,14 @@ A summary row holds one statistic of one metric on one category, with its bootst
 has exactly the columns ``kind,category,metric,statistic,value,ci_low,ci_high,n``; floats are written
 with ``repr`` precision, so reading and rewriting a file reproduces it byte for byte.
 
-Statistics (all higher = better agreement with humans; see :mod:`spips_bench.stats.core`):
+Statistics (higher = better agreement with humans but for the MOS ``rmse``; see :mod:`spips_bench.stats.core`):
 
 * 2AFC: ``2afc_score`` (fraction in [0, 1], BAPPS protocol); ``plcc``/``srcc``/``krcc``: the decision
   correlation (the SPIPS paper's protocol); ``*_continuous``: the same correlations of ``d0 - d1``.
 * JND: ``jnd_map`` (average precision in [0, 1]); ``plcc``/``srcc``/``krcc`` of ``-d`` with ``same``.
+* MOS: ``srcc``, ``krcc``, ``plcc`` (after the five-parameter logistic fit), ``plcc_linear`` and ``rmse``
+  of the quality ``-d`` against the subjective score (:mod:`spips_bench.stats.mos`); ``rmse`` alone is
+  lower = better. The category ``all`` holds every image of the set.
 
 Infinite scores (PSNR of identical images) are ordered values in every statistic but the PLCC rows,
 which leave them out; ``n`` of each row counts the samples that statistic used.
@@ -96,7 +99,8 @@ def _check_boot(n_boot: int) -> None:
 
 
 def summarize(kind: str | JudgmentKind, category: str, metric: str, scores: Sequence[object], judgment: object,
-              *, higher_is_better: bool, n_boot: int = 1000, seed: int = 0) -> list[SummaryRow]:
+              *, higher_is_better: bool, n_boot: int = 1000, seed: int = 0,
+              fits: dict[str, dict[str, object]] | None = None) -> list[SummaryRow]:
     """All statistics of one metric on one category for a judgment kind, in the order of its ``statistics``.
 
     Args:
@@ -108,6 +112,9 @@ def summarize(kind: str | JudgmentKind, category: str, metric: str, scores: Sequ
         higher_is_better: the metric's direction; similarities are negated into distances.
         n_boot: bootstrap resamples for the 95% intervals; 0 leaves the intervals NaN.
         seed: bootstrap seed (the same seed resamples the same samples for every metric).
+        fits: a scale kind (MOS) only: receives ``fits[metric][category]``, the logistic fit behind the
+            ``plcc`` and ``rmse`` rows (:meth:`spips_bench.stats.mos.LogisticFit.as_record`; its ``q`` is
+            the metric's score, negated for a distance), when one was fitted.
 
     Raises:
         ValueError: an unknown kind, the wrong number of score arrays, arrays of different lengths, no
@@ -121,7 +128,8 @@ def summarize(kind: str | JudgmentKind, category: str, metric: str, scores: Sequ
                          f"({', '.join(k.score_columns)}), got {len(scores)}.")
     columns = tuple(_oriented(x, name, higher_is_better, where) for x, name in zip(scores, k.score_columns,
                                                                                        strict=True))
-    h = stats._judgments(judgment, f"{k.judgment_column} of {where}")
+    h = (stats._vector(judgment, f"{k.judgment_column} of {where}") if k.is_scale
+         else stats._judgments(judgment, f"{k.judgment_column} of {where}"))
     sizes = [c.size for c in columns] + [h.size]
     if len(set(sizes)) != 1:
         names = [*k.score_columns, k.judgment_column]
@@ -131,6 +139,8 @@ def summarize(kind: str | JudgmentKind, category: str, metric: str, scores: Sequ
         raise ValueError(f"{where}: no samples to summarise.")
     if np.isnan(h).all():
         raise ValueError(f"{where}: every {k.judgment_column!r} judgment is NaN; nothing to summarise.")
+    if k.is_scale:
+        return _scale_rows(k, category, metric, columns[0], h, n_boot, seed, fits)
     arrays = (*columns, h)
     cis = _intervals(k, arrays, n_boot, seed)
     headline = stats.HEADLINE_STATISTICS[k.headline]
@@ -142,6 +152,18 @@ def summarize(kind: str | JudgmentKind, category: str, metric: str, scores: Sequ
             n = point.plcc_n if name == "plcc" else point.n  # PLCC leaves infinite values out
             rows.append(_row(k.name, category, metric, name + suffix, getattr(point, name), cis[name + suffix], n))
     return rows
+
+
+def _scale_rows(k: JudgmentKind, category: str, metric: str, distance: np.ndarray, score: np.ndarray,
+                n_boot: int, seed: int, fits: dict[str, dict[str, object]] | None) -> list[SummaryRow]:
+    """The rows of a scale kind (MOS): :func:`spips_bench.stats.mos.mos_statistics` of the quality ``-d``."""
+    from spips_bench.stats.mos import mos_statistics
+
+    result = mos_statistics(-distance, score, n_boot=n_boot, seed=seed)
+    if fits is not None and result.fit is not None:
+        fits.setdefault(metric, {})[category] = result.fit.as_record()
+    return [_row(k.name, category, metric, name, result.values[name], result.intervals[name], result.n[name])
+            for name in k.statistics]
 
 
 def summarize_2afc(category: str, metric: str, d0: object, d1: object, judge: object, *,
