@@ -12,19 +12,17 @@ import hashlib
 import io
 import json
 import shutil
-import socket
 import stat
 import subprocess
 import sys
-import threading
 import zipfile
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from test_download import Server
 
 from spips_bench import cli
 from spips_bench.data.bapps import collate
@@ -361,50 +359,9 @@ def test_the_mos_demo_refuses_a_folder_that_is_not_one(tmp_path: Path,
 # -- the KADID-10k downloader, against 127.0.0.1 ----------------------------------------------------
 
 
-class LocalServer:
-    """Serves ``files`` by name from 127.0.0.1 with byte ranges; ``cut_next`` responses stop half-way."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.ranges: list[str | None] = []
-        self.cut_next = 0
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                asked = self.headers.get("Range")
-                owner.ranges.append(asked)
-                data = owner.files.get(self.path.lstrip("/"))
-                if data is None:
-                    self.send_error(404)
-                    return
-                start = int(asked.split("=")[1].split("-")[0]) if asked else 0
-                self.send_response(206 if asked else 200)
-                if asked:
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                self.send_header("Content-Length", str(len(data) - start))
-                self.end_headers()
-                body = data[start:]
-                if owner.cut_next:
-                    owner.cut_next -= 1
-                    self.wfile.write(body[: len(body) // 2])
-                    self.wfile.flush()
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    self.close_connection = True
-                    return
-                self.wfile.write(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-
 @pytest.fixture
-def server() -> Iterator[LocalServer]:
-    s = LocalServer()
+def server() -> Iterator[Server]:
+    s = Server()
     s.thread.start()
     try:
         yield s
@@ -412,6 +369,11 @@ def server() -> Iterator[LocalServer]:
         s.httpd.shutdown()
         s.httpd.server_close()
         s.thread.join(timeout=5)
+
+
+def _ranges(server: Server) -> list[str | None]:
+    """The Range header of every request the server answered."""
+    return [rng for _, rng in server.requests]
 
 
 def kadid_zip(source: Path, extra: list[tuple[zipfile.ZipInfo | str, bytes]] = ()) -> bytes:  # type: ignore[assignment]
@@ -432,7 +394,7 @@ def fetch_kadid(root: Path, url: str, **options: object):  # type: ignore[no-unt
                                 timeout=5.0, backoff=0.01, **options)  # type: ignore[arg-type]
 
 
-def test_kadid_needs_a_pinned_hash_then_unpacks_the_kept_file(server: LocalServer, written: dict,
+def test_kadid_needs_a_pinned_hash_then_unpacks_the_kept_file(server: Server, written: dict,
                                                              tmp_path: Path) -> None:
     archive = kadid_zip(written["kadid10k"][0])
     digest = hashlib.sha256(archive).hexdigest()
@@ -444,30 +406,31 @@ def test_kadid_needs_a_pinned_hash_then_unpacks_the_kept_file(server: LocalServe
     assert message.startswith(str(root / "kadid10k.zip")) and digest in message and "--sha256" in message
     assert (root / "kadid10k.zip").read_bytes() == archive and not (root / "images").exists()
     result = fetch_kadid(root, server.url, sha256=digest.upper())
-    assert len(server.ranges) == 1  # the kept file was used: no second request
+    assert len(_ranges(server)) == 1  # the kept file was used: no second request
     assert result.extracted and not result.downloaded and result.sha256 == digest
     assert sorted(p.name for p in root.iterdir()) == [MANIFEST_NAME, "dmos.csv", "images"]
     assert json.loads((root / MANIFEST_NAME).read_text())["files"]["kadid10k.zip"]["sha256"] == digest
     reader = _reader("kadid10k", get_dataset("kadid10k").locate(root), "01")
     assert reader.names == ["I01_01_01", "I01_01_02", "I02_01_01", "I02_01_02"]
     again = fetch_kadid(root, server.url)
-    assert not again.downloaded and not again.extracted and len(server.ranges) == 1
+    assert not again.downloaded and not again.extracted and len(_ranges(server)) == 1
 
 
-def test_kadid_download_resumes_a_partial_file(server: LocalServer, written: dict, tmp_path: Path) -> None:
+def test_kadid_download_resumes_a_partial_file(server: Server, written: dict, tmp_path: Path) -> None:
     archive = kadid_zip(written["kadid10k"][0])
     server.files["kadid10k.zip"] = archive
     root = tmp_path / "kadid"
     root.mkdir()
     half = len(archive) // 2
     (root / "kadid10k.zip.part").write_bytes(archive[:half])
-    server.cut_next = 1  # and the resumed transfer breaks once more
+    server.break_next = 1  # and the resumed transfer breaks once more
     result = fetch_kadid(root, server.url, sha256=hashlib.sha256(archive).hexdigest(), retries=2)
-    assert server.ranges[0] == f"bytes={half}-" and server.ranges[1] == f"bytes={half + (len(archive) - half) // 2}-"
+    ranges = _ranges(server)
+    assert ranges[0] == f"bytes={half}-" and ranges[1] == f"bytes={half + (len(archive) - half) // 2}-"
     assert result.downloaded and result.extracted and (root / "dmos.csv").is_file()
 
 
-def test_kadid_hash_mismatch_names_the_file_and_both_hashes(server: LocalServer, written: dict,
+def test_kadid_hash_mismatch_names_the_file_and_both_hashes(server: Server, written: dict,
                                                            tmp_path: Path) -> None:
     archive = kadid_zip(written["kadid10k"][0])
     server.files["kadid10k.zip"] = archive
@@ -488,7 +451,7 @@ def _link(name: str) -> zipfile.ZipInfo:
 @pytest.mark.parametrize(("member", "expected"), [("kadid10k/../../evil.txt", "climbs out"),
                                                   ("/tmp/evil.txt", "absolute path"),
                                                   (_link("kadid10k/images/link.png"), "is a link")])
-def test_kadid_archive_with_an_unsafe_member_is_refused(server: LocalServer, written: dict, tmp_path: Path,
+def test_kadid_archive_with_an_unsafe_member_is_refused(server: Server, written: dict, tmp_path: Path,
                                                         member: zipfile.ZipInfo | str, expected: str) -> None:
     archive = kadid_zip(written["kadid10k"][0], [(member, b"/etc/passwd")])
     server.files["kadid10k.zip"] = archive
@@ -499,7 +462,7 @@ def test_kadid_archive_with_an_unsafe_member_is_refused(server: LocalServer, wri
     assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "deep" / "evil.txt").exists()
 
 
-def test_kadid_archive_without_its_label_file_is_refused(server: LocalServer, tmp_path: Path) -> None:
+def test_kadid_archive_without_its_label_file_is_refused(server: Server, tmp_path: Path) -> None:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("kadid10k/images/I01.png", b"x")
@@ -508,7 +471,7 @@ def test_kadid_archive_without_its_label_file_is_refused(server: LocalServer, tm
         fetch_kadid(tmp_path, server.url, sha256=hashlib.sha256(buf.getvalue()).hexdigest())
 
 
-def test_cli_download_kadid_and_the_steps_of_the_others(server: LocalServer, written: dict, tmp_path: Path,
+def test_cli_download_kadid_and_the_steps_of_the_others(server: Server, written: dict, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     archive = kadid_zip(written["kadid10k"][0])
     server.files["kadid10k.zip"] = archive

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -321,6 +321,22 @@ class _SampleProblem(Exception):
                 "error": type(self.error).__name__}
 
 
+def decode_parts(files: Mapping[str, Path], load_size: int | None) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Decode the image of each part of one sample: float32 ``(H, W, 3)`` arrays by part, and the conversions
+    made (``"part: what"``); a file that cannot be read raises :class:`_SampleProblem` naming it."""
+    arrays: dict[str, np.ndarray] = {}
+    conversions: list[str] = []
+    for part, path in files.items():
+        try:
+            loaded = read_image(path, load_size)
+        except ImageReadError as exc:
+            raise _SampleProblem(path, exc) from exc
+        if loaded.conversion is not None:
+            conversions.append(f"{part}: {loaded.conversion}")
+        arrays[part] = loaded.array
+    return arrays, conversions
+
+
 class _PairedFolders(Dataset[dict[str, Any]]):
     """Items made of image parts and one judgment part, all sharing a stem."""
 
@@ -471,19 +487,9 @@ class _PairedFolders(Dataset[dict[str, Any]]):
             raise _SampleProblem(present, DatasetError(
                 f"{present}: unpaired: no {absent}; restore the missing file(s) or remove the others of "
                 "this name"))
-        arrays: dict[str, np.ndarray] = {}
-        conversions: list[str] = []
-        sizes: dict[str, tuple[int, int]] = {}
-        for part in self._image_parts:
-            path = self.path(index, part)
-            try:
-                loaded = read_image(path, self.load_size)
-            except ImageReadError as exc:
-                raise _SampleProblem(path, exc) from exc
-            if loaded.conversion is not None:
-                conversions.append(f"{part}: {loaded.conversion}")
-            arrays[part] = loaded.array
-            sizes[part] = loaded.array.shape[1::-1]  # (width, height)
+        arrays, conversions = decode_parts({part: self.path(index, part) for part in self._image_parts},
+                                           self.load_size)
+        sizes = {part: a.shape[1::-1] for part, a in arrays.items()}  # (width, height)
         first = self._image_parts[0]
         for part, size in sizes.items():
             if size != sizes[first]:

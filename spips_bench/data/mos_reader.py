@@ -16,10 +16,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from spips_bench.data.bapps import _SampleProblem
-from spips_bench.data.images import read_image
+from spips_bench.data.bapps import _SampleProblem, decode_parts
 from spips_bench.data.mos import MOSSample, MOSSource
-from spips_bench.errors import DatasetError, ImageReadError
+from spips_bench.errors import DatasetError
 from spips_bench.stats.kinds import MOS, JudgmentKind
 
 _SHOW = 5  # how many unpaired names a message lists
@@ -129,17 +128,7 @@ class MOSReader(Dataset[dict[str, Any]]):
             raise _SampleProblem(path, DatasetError(
                 f"{path}: not found{other}; {sample.where} names this {'reference' if part == 'ref' else 'image'}: "
                 "restore the file or remove the line"))
-        arrays: dict[str, np.ndarray] = {}
-        conversions: list[str] = []
-        for part in self.image_parts:
-            path = sample.file(part)
-            try:
-                loaded = read_image(path, self.load_size)
-            except ImageReadError as exc:
-                raise _SampleProblem(path, exc) from exc
-            if loaded.conversion is not None:
-                conversions.append(f"{part}: {loaded.conversion}")
-            arrays[part] = loaded.array
+        arrays, conversions = decode_parts({part: sample.file(part) for part in self.image_parts}, self.load_size)
         (dh, dw), (rh, rw) = arrays["dist"].shape[:2], arrays["ref"].shape[:2]
         if (dh, dw) != (rh, rw):  # only possible at the native size
             raise _SampleProblem(sample.dist, DatasetError(
