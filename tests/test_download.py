@@ -13,7 +13,7 @@ import shutil
 import socket
 import tarfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -147,18 +147,6 @@ class Server:
                 self.wfile.write(body)
 
         return Handler
-
-
-@pytest.fixture
-def server() -> Iterator[Server]:
-    s = Server()
-    s.thread.start()
-    try:
-        yield s
-    finally:
-        s.httpd.shutdown()
-        s.httpd.server_close()
-        s.thread.join(timeout=5)
 
 
 def test_full_download_extract_and_manifest(server: Server, tmp_path: Path) -> None:

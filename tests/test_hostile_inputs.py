@@ -13,7 +13,6 @@ import json
 import socket
 import tarfile
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,19 +37,6 @@ from spips_bench.errors import (
 from spips_bench.run.store import read_table
 from spips_bench.weights import WEIGHTS, WeightFile
 from spips_bench.zoo.spips.checkpoint import read_checkpoint, save_checkpoint
-
-
-@pytest.fixture
-def server() -> Iterator[Server]:
-    s = Server()
-    s.thread.start()
-    try:
-        yield s
-    finally:
-        s.httpd.shutdown()
-        s.httpd.server_close()
-        s.thread.join(timeout=5)
-
 
 # -- (weights) tensors that are not trained float weights ---------------------------------------------------
 

@@ -16,7 +16,6 @@ import stat
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -357,18 +356,6 @@ def test_the_mos_demo_refuses_a_folder_that_is_not_one(tmp_path: Path,
 
 
 # -- the KADID-10k downloader, against 127.0.0.1 ----------------------------------------------------
-
-
-@pytest.fixture
-def server() -> Iterator[Server]:
-    s = Server()
-    s.thread.start()
-    try:
-        yield s
-    finally:
-        s.httpd.shutdown()
-        s.httpd.server_close()
-        s.thread.join(timeout=5)
 
 
 def _ranges(server: Server) -> list[str | None]:

@@ -301,11 +301,17 @@ def _manifest() -> dict[str, object]:
             "2afc": TWO_AFC_SIZES, "jnd": {"val": JND_SIZES}, "raters": RATERS}
 
 
-def _is_complete(root: Path) -> bool:
+def marker_matches(marker: Path, manifest: dict[str, object]) -> bool:
+    """Whether the marker file of a generated set holds ``manifest`` (as JSON): the set is complete and of
+    this generator's version and settings. A missing or unreadable marker is False."""
     try:
-        return json.loads((root / _MARKER).read_text(encoding="utf-8")) == json.loads(json.dumps(_manifest()))
+        return json.loads(marker.read_text(encoding="utf-8")) == json.loads(json.dumps(manifest))
     except (OSError, ValueError):
         return False
+
+
+def _is_complete(root: Path) -> bool:
+    return marker_matches(root / _MARKER, _manifest())
 
 
 def is_demo_set(root: str | os.PathLike[str]) -> bool:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spips_bench.data.demo import DEMO_LABEL, FAMILIES, _load_sources, _to_uint8
+from spips_bench.data.demo import DEMO_LABEL, FAMILIES, _load_sources, _to_uint8, marker_matches
 from spips_bench.errors import DatasetError
 from spips_bench.io import replace_durably
 
@@ -186,10 +186,7 @@ def _manifest() -> dict[str, object]:
 
 
 def _is_complete(root: Path) -> bool:
-    try:
-        return json.loads((root / _MARKER).read_text(encoding="utf-8")) == json.loads(json.dumps(_manifest()))
-    except (OSError, ValueError):
-        return False
+    return marker_matches(root / _MARKER, _manifest())
 
 
 def is_mos_demo(root: str | os.PathLike[str]) -> bool:
