@@ -21,7 +21,7 @@ checkpoint is loaded). The attributes ``metric.name``, ``metric.min_size``, ... 
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -128,6 +128,13 @@ class Metric(torch.nn.Module):
     def compare(self, f_dist: Any, f_ref: Any) -> torch.Tensor:
         """Scores from two :meth:`features` results; equals ``score(dist, ref)``."""
         raise NotImplementedError(f"{type(self).__name__} has no compare() fast path")
+
+    def features_of(self, images: Sequence[torch.Tensor]) -> list[Any]:
+        """:meth:`features` of each of ``images``, validated batches of one shape (the runner passes the
+        distinct images of a kind: ref, p0 and p1 of a 2AFC batch). The default calls :meth:`features` on
+        each; a metric whose network runs faster on one larger batch may compute them in one call, as long
+        as each result equals ``features(x)`` up to float rounding."""
+        return [self.features(x) for x in images]
 
     # -- optional trunk sharing: metrics with equal trunks run them once per image ----------------------
 

@@ -130,10 +130,17 @@ def test_conv_flops_closed_form() -> None:
 
 def test_peak_memory_sees_an_allocation() -> None:
     # the block lives until the block of the context manager ends, so its final reading sees it whatever
-    # the sampling thread managed to read on a busy machine (freed inside, it could fall between samples)
+    # the sampling thread managed to read on a busy machine (freed inside, it could fall between samples).
+    # A fresh anonymous mapping, every page written: new resident memory whatever the allocator kept from
+    # earlier tests (a tensor could reuse freed pages that are still resident, and show no growth).
+    import mmap
+
+    size = 64 * 2**20
     with peak_memory("cpu") as peak:
-        block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
-    del block
+        block = mmap.mmap(-1, size)
+        for offset in range(0, size, mmap.PAGESIZE):
+            block[offset] = 1
+    block.close()
     if math.isnan(peak[0]):
         pytest.skip("no /proc/self/statm on this platform")
     assert peak[0] >= 48
@@ -323,6 +330,9 @@ def test_full_val_projection_closed_form() -> None:
     assert proj["after_s"] == pytest.approx(25.0 + 4.0 + 400 * 0.001 + 2.0)  # 31.4 s
     assert proj["after_cold_s"] == pytest.approx(25.0 + 4.0 + 400 * 0.02 + 2.0)
     assert proj["ratio"] == pytest.approx(31.4 / 52.0)
+    # one run of a, b and c without sharing or cache: 34 s compute, 400 images decoded once, one process
+    assert proj["one_run_s"] == pytest.approx(34.0 + 400 * 0.01 + 2.0)  # 40 s
+    assert proj["one_run_ratio"] == pytest.approx(31.4 / 40.0)
     with pytest.raises(ValueError, match=r"group a\+z"):
         full_val_projection({"a": (1.0, 1.0)}, {("a", "z"): (1.0, 1.0)}, decode_s_per_image=0.0,
                             warm_s_per_image=0.0, cold_s_per_image=0.0, process_s=0.0)
@@ -348,7 +358,7 @@ def _synthetic_result(out: Path) -> BenchResult:
         "order": [("cold", cold), ("warm", warm), ("no-cache", nocache), *alone.items(), ("together", together)],
         "ratios": run_case_ratios(cold, warm, list(alone.values()), together),
         "data_s_per_image": {"cold": 4.0 / 300, "warm": 0.5 / 300, "decode": 3.0 / 300}, "process_s": 3.0,
-        "metrics": list(plan.shared_trunk), "cache_metric": plan.cache_metric}
+        "metrics": list(plan.shared_trunk), "cache_metric": plan.cache_metric, "stored_side": 256}
     result.system["bandwidth"] = {"bytes": 2**28, "seconds": 0.05, "runs_s": [0.05] * 5, "gb_s": 10.7,
                                   "metrics": {}}
     return result
@@ -382,9 +392,38 @@ def test_new_targets_and_report_sections(tmp_path: Path) -> None:
                     "## Full BAPPS val: projection on this machine (cpu)", "**after / before**"):
         assert heading in text
     assert "**0.375x** inside the run" in text
+    assert (f"stored as 256-px PNG files as BAPPS stores its patches; every run resizes them to 64 px), same "
+            f"options, `OMP_NUM_THREADS={result.config.threads}`") in text
+    assert "| after / one run, no sharing | " in text
     rows = _rows(tmp_path)
     total = next(r for r in rows if r["section"] == "projection" and r["case"].startswith("run --metrics all"))
     assert float(total["ratio"]) == pytest.approx(proj["ratio"])
+
+
+def test_write_run_set_stores_patches_at_the_bapps_side(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from spips_bench.perf import runs
+
+    root = runs.write_run_set(tmp_path / "set", runs._DISTINCT + 3, seed=1, stored=runs.BAPPS_STORED_SIDE)
+    folder = root / "2afc" / "val" / "traditional"
+    for part in ("ref", "p0", "p1"):
+        files = sorted((folder / part).glob("*.png"))
+        assert [f.name for f in files] == [f"{i:06d}.png" for i in range(runs._DISTINCT + 3)]
+        with Image.open(files[-1]) as im:
+            assert im.size == (256, 256) and im.mode == "RGB"
+        # beyond the encoded triplets, each file is a byte copy of one of them
+        assert files[runs._DISTINCT + 1].read_bytes() == files[1].read_bytes()
+    assert len(list((folder / "judge").glob("*.npy"))) == runs._DISTINCT + 3
+    assert all((root / "2afc" / "val" / c).is_dir() for c in ("cnn", "superres", "deblur", "color", "frameinterp"))
+    # a 256-px file resized as a run loads it is the 64-px patch it was made from, near enough
+    small = runs.write_run_set(tmp_path / "small", 2, seed=1)
+    with Image.open(small / "2afc/val/traditional/ref/000001.png") as a, \
+            Image.open(folder / "ref" / "000001.png") as b:
+        ref = np.asarray(a, dtype=np.float32)
+        got = np.asarray(b.resize((64, 64), Image.BILINEAR), dtype=np.float32)
+    assert np.abs(ref - got).mean() < 3.0
 
 
 def test_projection_without_run_cases_is_compute_only(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from spips_bench.zoo.ssim import (
     ms_ssim_weights,
     ssim_maps,
 )
-from spips_bench.zoo.vif import VIF, VIFp
+from spips_bench.zoo.vif import VIF, VIFP_MIN_SIZE, VIFp, vif_pixel
 
 CALIB = Path(__file__).parent / "data" / "calibration"
 NAMES = ("I03", "I04", "I06", "I08", "I19")
@@ -187,7 +187,7 @@ def test_batched_equals_one_by_one(metric) -> None:
 
 # float32 vs float64 inputs: PSNR is computed in float64 either way (observed 7e-7 dB); SSIM and MS-SSIM
 # in float32 after centring each image on its mean, where local variances of bright, flat regions still
-# lose digits (observed up to 1.4e-5); VIFp via piq in float64 (observed < 1e-6).
+# lose digits (observed up to 1.4e-5); VIFp in float64 (observed < 1e-6).
 @pytest.mark.parametrize(("metric", "tol"), [(PSNR(), 1e-5), (SSIM(), 5e-5), (MSSSIM(), 5e-5),
                                              (SSIM(color="rgb"), 5e-5), (VIFp(), 1e-5)])
 def test_float32_matches_float64(calib, metric, tol) -> None:
@@ -317,6 +317,87 @@ def test_vifp_matches_piq_on_rgb() -> None:
     y = _noisy(x, 0.05, seed=23)
     torch.testing.assert_close(VIFp()(y, x), piq.vif_p(y, x, data_range=1.0, reduction="none"),
                                atol=1e-6, rtol=0)
+
+
+#: Sizes (H, W) of the VIFp comparisons with piq: piq's minimum, BAPPS patches, odd, non-square, large.
+VIFP_SIZES = [(41, 41), (64, 64), (65, 65), (100, 73), (256, 256)]
+
+
+def _photos(h: int, w: int) -> torch.Tensor:
+    """``(3, 3, h, w)`` float64 centre crops of three scikit-image photographs."""
+    from skimage import data
+
+    out = []
+    for name in ("astronaut", "coffee", "chelsea"):
+        arr = getattr(data, name)()
+        top, left = (arr.shape[0] - h) // 2, (arr.shape[1] - w) // 2
+        out.append(torch.from_numpy(np.ascontiguousarray(arr[top:top + h, left:left + w, :3])))
+    return torch.stack(out).permute(0, 3, 1, 2).to(torch.float64) / 255.0
+
+
+def _vifp_pairs(case: str, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(dist, ref)`` RGB batches in [0, 1] for one comparison case."""
+    g = torch.Generator().manual_seed(h * 1000 + w)
+    photos = _photos(h, w)
+    noisy = (photos + 0.05 * torch.randn(photos.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
+    if case == "natural":  # noise, a contrast stretch (gain above 1) and a box blur
+        stretched = (0.5 + 1.3 * (photos - 0.5)).clamp(0, 1)
+        blurred = torch.nn.functional.avg_pool2d(photos, 3, stride=1, padding=1, count_include_pad=False)
+        return torch.cat([noisy[:1], stretched[1:2], blurred[2:]]), photos
+    if case == "random":
+        ref = torch.rand(3, 3, h, w, generator=g, dtype=torch.float64)
+        return (ref + 0.1 * torch.randn(ref.shape, generator=g, dtype=torch.float64)).clamp(0, 1), ref
+    if case == "flat":  # flat vs flat, flat dist vs a photograph, a photograph vs a flat ref
+        flat = torch.full((3, 3, h, w), 0.5, dtype=torch.float64)
+        flat[1] = 0.2
+        return torch.stack([flat[0], flat[1], photos[2]]), torch.stack([flat[0], photos[1], flat[2]])
+    # "flat-region": constant regions, wider than the 17-px window, in the ref, the dist and both, so
+    # that the masks on the variances (below 1e-8) fire next to textured pixels
+    ref, dist = photos.clone(), noisy.clone()
+    ref[0, :, : h // 2, :] = 0.7
+    dist[1, :, h // 2 :, : w // 2] = 0.3
+    ref[2, :, :, : w // 2] = 0.1
+    dist[2, :, h // 3 :, :] = 0.9
+    return dist, ref
+
+
+@pytest.mark.parametrize("case", ["natural", "random", "flat", "flat-region"])
+@pytest.mark.parametrize(("h", "w"), VIFP_SIZES, ids=[f"{h}x{w}" for h, w in VIFP_SIZES])
+def test_vifp_core_matches_piq(case, h, w) -> None:
+    piq = pytest.importorskip("piq")
+    dist, ref = _vifp_pairs(case, h, w)
+    gray_d, gray_r = rgb_to_gray(dist, "y"), rgb_to_gray(ref, "y")
+    expected = piq.vif_p(gray_d, gray_r, data_range=1.0, reduction="none")
+    torch.testing.assert_close(vif_pixel(gray_d, gray_r), expected, atol=1e-10, rtol=0)
+    # Through the metric on RGB, against piq's own luma conversion. piq scales to 8 bits before taking
+    # the luma, the metric after: the gray levels differ in the last bit. Next to flat regions the gain
+    # divides by variances just above 1e-8, and piq's scores from RGB and from gray input differ by up to
+    # 9e-11 (256 px) there.
+    expected_rgb = piq.vif_p(dist, ref, data_range=1.0, reduction="none")
+    tol = 2e-10 if case == "flat-region" else 1e-10
+    torch.testing.assert_close(VIFp()(dist, ref), expected_rgb, atol=tol, rtol=0)
+
+
+def test_vifp_core_sigma_n_sq_and_gradient_match_piq() -> None:
+    piq = pytest.importorskip("piq")
+    dist, ref = _vifp_pairs("natural", 48, 52)
+    gray_d, gray_r = rgb_to_gray(dist, "y"), rgb_to_gray(ref, "y")
+    ours_in = gray_d.clone().requires_grad_(True)
+    piq_in = gray_d.clone().requires_grad_(True)
+    ours = vif_pixel(ours_in, gray_r, sigma_n_sq=0.4)
+    theirs = piq.vif_p(piq_in, gray_r, sigma_n_sq=0.4, data_range=1.0, reduction="none")
+    torch.testing.assert_close(ours, theirs, atol=1e-10, rtol=0)
+    ours.sum().backward()
+    theirs.sum().backward()
+    torch.testing.assert_close(ours_in.grad, piq_in.grad, atol=1e-10, rtol=1e-8)
+
+
+def test_vifp_core_min_size() -> None:
+    assert VIFP_MIN_SIZE == VIFp().min_size == 41
+    x = _structured(1, 64, seed=26)[:, :1]
+    assert vif_pixel(x[..., :41, :41], x[..., :41, :41]).shape == (1,)
+    with pytest.raises(ValueError, match="at least 41x41"):
+        vif_pixel(x[..., :41, :40], x[..., :41, :40])
 
 
 # -- metadata and errors ---------------------------------------------------------------------------

@@ -264,6 +264,15 @@ def check_fast_path(s: Subject) -> None:
             fast = metric.compare(metric.features(dist), f_ref)  # type: ignore[operator]
             torch.testing.assert_close(fast, metric(dist, ref), **SAME_TOL,
                                        msg=lambda m, label=label: f"{s.spec.name} fast path, {label}: {m}")
+        # features_of (the runner's call: every distinct image of a triplet at once) scores the same
+        features_of = getattr(metric, "features_of", None)  # a Metric's; a duck-typed plugin may lack it
+        if not callable(features_of):
+            return
+        both = features_of([ref, d0, d1])
+        assert len(both) == 3, f"{s.spec.name}: features_of returned {len(both)} results for 3 batches"
+        for label, dist, f in (("noise", d0, both[1]), ("blur", d1, both[2])):
+            torch.testing.assert_close(metric.compare(f, both[0]), metric(dist, ref), **SAME_TOL,  # type: ignore[operator]
+                                       msg=lambda m, label=label: f"{s.spec.name} features_of, {label}: {m}")
 
 
 def _perturbed(metric: torch.nn.Module) -> torch.nn.Module:

@@ -162,6 +162,22 @@ def test_the_trunk_runs_once_per_image_and_its_outputs_are_released(real: dict[s
     assert outputs and all(r() is None for r in outputs)  # nothing of the batch's activations is kept
 
 
+def test_a_triplet_is_one_trunk_pass_where_the_trunk_runs_faster_so(real: dict[str, Any],
+                                                                     trunk_calls: list[int]) -> None:
+    # AlexNet (stride-4 first layer): ref, p0 and p1 in one pass of 3 x 4 images on CPU; the shift-tolerant
+    # AlexNet (full-size first maps): one pass per image part. The scores are those of the metric alone.
+    batch = _images(n=4)
+    alex = LPIPS("alex", pretrained=False)
+    with torch.inference_mode():
+        fast = score_batch("2afc", alex, batch)
+        assert trunk_calls == [12]
+        score_batch("2afc", real["stlpips"], batch)
+        assert trunk_calls == [12, 4, 4, 4]
+        for col, dist in zip(fast, ("p0", "p1"), strict=True):
+            torch.testing.assert_close(col, alex(batch[dist], batch["ref"]).to(col.dtype), rtol=RTOL, atol=ATOL,
+                                       msg=_named(f"lpips {dist}"))
+
+
 def test_every_metric_of_a_group_checks_its_own_minimum_size(real: dict[str, Any]) -> None:
     small = {k: v[:, :, :32, :32] for k, v in _images().items()}  # ST-LPIPS accepts 32 px, SPIPS needs 41
     with torch.inference_mode(), pytest.raises(ValueError, match="minimum of 41x41"):

@@ -163,8 +163,10 @@ def full_val_projection(alone: Mapping[str, tuple[float, float]],
     Returns:
         ``before_s`` (every metric alone, each decoding every image, each its own process),
         ``after_s`` (one run of all of them: shared trunks, warm cache, one process), ``after_cold_s``
-        (the same run on a cold cache), ``ratio`` = after / before, ``images``, ``per_metric`` (compute
-        seconds alone) and ``per_group`` (compute seconds of each group together).
+        (the same run on a cold cache), ``ratio`` = after / before, ``one_run_s`` (one run of all of
+        them without shared trunks or patch cache: compute alone, every image decoded once, one process) and
+        ``one_run_ratio`` = after / one_run, ``images``, ``per_metric`` (compute seconds alone) and
+        ``per_group`` (compute seconds of each group together).
 
     Raises:
         ValueError: a group names a metric absent from ``alone`` or lies in two groups, or a rate is not
@@ -192,6 +194,8 @@ def full_val_projection(alone: Mapping[str, tuple[float, float]],
     before = sum(per_metric.values()) + len(per_metric) * (images * decode_s_per_image + process_s)
     after = after_compute + images * warm_s_per_image + process_s
     after_cold = after_compute + images * cold_s_per_image + process_s
+    one_run = sum(per_metric.values()) + images * decode_s_per_image + process_s
     return {"before_s": before, "after_s": after, "after_cold_s": after_cold,
-            "ratio": _ratio(after, before), "images": images, "per_metric": per_metric, "per_group": per_group,
+            "ratio": _ratio(after, before), "one_run_s": one_run, "one_run_ratio": _ratio(after, one_run),
+            "images": images, "per_metric": per_metric, "per_group": per_group,
             "compute_before_s": sum(per_metric.values()), "compute_after_s": after_compute}

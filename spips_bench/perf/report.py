@@ -305,8 +305,10 @@ def _run_cases_md(result: BenchResult) -> list[str]:
     metric = cases["cache_metric"]
     cold = cases["cache"]["cold"]
     lines = ["## `spips-bench run` cases: shared trunk and decoded-patch cache", "",
-             f"`spips-bench {cold['command']}` with `--metrics` as in the table, in the table's order, on the same "
-             f"10 N set ({cold['triplets']} triplets), same options, `OMP_NUM_THREADS={result.config.threads}`, "
+             f"`spips-bench {cold['command']}` with `--metrics` as in the table, in the table's order, on one "
+             f"set of 10 N triplets ({cold['triplets']} triplets, stored as {cases.get('stored_side', 64)}-px PNG files"
+             f"{' as BAPPS stores its patches' if cases.get('stored_side', 64) != 64 else ''}; every run "
+             f"resizes them to 64 px), same options, `OMP_NUM_THREADS={result.config.threads}`, "
              "the patch cache in a new folder (`SPIPS_BENCH_CACHE`). *inside* is run.json `duration_s` "
              "(scoring, data, store writes; not the process start, metric construction or report writing); "
              "*wall* is the process from start to exit; *data* is `duration_s` minus the metrics' own "
@@ -364,7 +366,9 @@ def _projection_md(result: BenchResult) -> list[str]:
     lines += ["", "- *before*: each metric in its own `run`, decoding every image (sum of: compute alone + "
               "images x decode time + one process each);",
               "- *after*: one `run --metrics all`: metrics on one trunk scored together (section *Metrics on one "
-              "trunk*), the others alone, data at the warm-cache time, one process.", ""]
+              "trunk*), the others alone, data at the warm-cache time, one process;",
+              "- *one run, no sharing*: one `run --metrics all` without shared trunks or patch cache (compute "
+              "alone + every image decoded once + one process): what the trunk sharing alone saves.", ""]
     lines += _table(["metric(s)", "compute s", "hours"],
                     [[m, _f(sec, 0), _f(sec / 3600, 2)] for m, sec in proj["per_metric"].items()]
                     + [[f"{', '.join(g)} together", _f(sec, 0), _f(sec / 3600, 2)]
@@ -376,7 +380,9 @@ def _projection_md(result: BenchResult) -> list[str]:
                       _f(proj["after_s"] / 3600, 2)],
                      ["after, on a cold cache (first run ever)", _f(proj["after_cold_s"], 0),
                       _f(proj["after_cold_s"] / 3600, 2)],
-                     ["**after / before**", _f(proj["ratio"], 3), ""]])
+                     ["**after / before**", _f(proj["ratio"], 3), ""],
+                     ["one run, no sharing, no cache", _f(proj["one_run_s"], 0), _f(proj["one_run_s"] / 3600, 2)],
+                     ["after / one run, no sharing", _f(proj["one_run_ratio"], 3), ""]])
     if proj["left_out"]:
         lines += [f"Left out (weights absent here, measured with random trunks): {', '.join(proj['left_out'])}.",
                   ""]

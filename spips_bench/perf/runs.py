@@ -36,13 +36,28 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def write_run_set(root: Path, n: int, *, seed: int = 0) -> Path:
-    """Write ``n`` 64-px 2AFC triplets in the BAPPS layout under ``root/2afc/val/traditional``.
+#: Side (px) at which BAPPS stores its patches; every run loads them at 64 px (``--load-size``).
+BAPPS_STORED_SIDE = 256
+#: Triplets encoded as new PNG files; the rest of a larger set are byte copies of them (see below).
+_DISTINCT = 250
 
-    The other val category folders are created empty (the dataset check looks for them); judgments are
-    fractions of 5 raters drawn at random. Returns ``root``.
+
+def write_run_set(root: Path, n: int, *, seed: int = 0, stored: int = 64) -> Path:
+    """Write ``n`` 2AFC triplets in the BAPPS layout under ``root/2afc/val/traditional``, as PNG files of
+    ``stored`` x ``stored`` px (64: the size every run scores at; :data:`BAPPS_STORED_SIDE`: the size
+    BAPPS stores, which a run decodes and resizes to 64 px).
+
+    The patches are made at 64 px (:func:`~spips_bench.perf.common.make_images`) and, for a larger
+    ``stored``, upsampled bilinearly to it. At 64 px every triplet is its own image; at a larger side the
+    first :data:`_DISTINCT` triplets are encoded and the others are byte copies of them, each its own
+    file (decoding, resizing and caching cost the same per file; encoding thousands of large PNG files
+    would take the benchmark half a minute). The other val category folders are created empty (the
+    dataset check looks for them); judgments are fractions of 5 raters drawn at random. Returns ``root``.
     """
+    import shutil
+
     import numpy as np
+    import torch
     from PIL import Image
 
     from spips_bench.perf.common import make_images
@@ -54,17 +69,24 @@ def write_run_set(root: Path, n: int, *, seed: int = 0) -> Path:
     for part in ("ref", "p0", "p1", "judge"):
         (folder / part).mkdir(exist_ok=True)
     rng = np.random.default_rng(seed)
+    distinct = n if stored == 64 else min(n, _DISTINCT)
     chunk = 256
-    for start in range(0, n, chunk):
-        k = min(chunk, n - start)
+    for start in range(0, distinct, chunk):
+        k = min(chunk, distinct - start)
         imgs = make_images(64, k, seed=seed * 1_000_003 + start)
         for part, t in zip(("ref", "p0", "p1"), imgs, strict=True):
+            if stored != 64:
+                t = torch.nn.functional.interpolate(t, size=(stored, stored), mode="bilinear",
+                                                    align_corners=False).clamp(0, 1)
             arr = (t.permute(0, 2, 3, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
             for i in range(k):
                 Image.fromarray(arr[i], "RGB").save(folder / part / f"{start + i:06d}.png", compress_level=1)
-        for i in range(k):
-            value = np.array([rng.integers(0, 6) / 5.0], dtype=np.float32)
-            np.save(folder / "judge" / f"{start + i:06d}.npy", value, allow_pickle=False)
+    for i in range(distinct, n):
+        for part in ("ref", "p0", "p1"):
+            shutil.copyfile(folder / part / f"{i % distinct:06d}.png", folder / part / f"{i:06d}.png")
+    for i in range(n):
+        value = np.array([rng.integers(0, 6) / 5.0], dtype=np.float32)
+        np.save(folder / "judge" / f"{i:06d}.npy", value, allow_pickle=False)
     return root
 
 
@@ -132,8 +154,9 @@ def run_subprocess(root: Path, out: Path, config: BenchConfig, *, cache: Path,
 
 
 def run_cases(root: Path, tmp: Path, config: BenchConfig) -> dict[str, Any]:
-    """Run the cases on the set at ``root`` (2AFC triplets of :func:`write_run_set`),
-    with run folders and the patch cache under ``tmp``.
+    """Run the cases on the set at ``root`` (2AFC triplets of :func:`write_run_set`; the benchmark writes
+    them at :data:`BAPPS_STORED_SIDE`, as BAPPS stores them), with run folders and the patch cache under
+    ``tmp``.
 
     Returns ``{"cache": {"cold", "warm", "no-cache"}, "alone": {metric: run}, "together": run,
     "order": [(label, run)], "ratios": ..., "data_s_per_image": {"cold", "warm", "decode"}, "process_s"}``

@@ -10,7 +10,8 @@
   metric's first peer (pyiqa's ST-LPIPS) on the same triplets already decoded in memory;
 * the memory bandwidth of a large tensor copy, and the fraction of it that the plan's bandwidth metrics
   (SSIM, MS-SSIM) reach at the large size (:func:`spips_bench.perf.model.ssim_bytes_per_pair`);
-* the ``run`` cases of :mod:`spips_bench.perf.runs` (shared trunk, decoded-patch cache) on the 10 N set.
+* the ``run`` cases of :mod:`spips_bench.perf.runs` (shared trunk, decoded-patch cache) on another set of
+  10 N triplets stored as BAPPS stores its patches (256-px PNG files, which every run resizes to 64 px).
 
 Every ``run`` subprocess gets its own patch cache folder (``SPIPS_BENCH_CACHE`` in a temporary folder), so
 that a run is cold or warm because the benchmark made it so, never because of an earlier benchmark.
@@ -30,7 +31,7 @@ from typing import Any
 import torch
 
 from spips_bench.perf.common import BenchConfig, BenchResult, bench_plan, create_for_bench, measure
-from spips_bench.perf.runs import run_cases, run_subprocess, write_run_set
+from spips_bench.perf.runs import BAPPS_STORED_SIDE, run_cases, run_subprocess, write_run_set
 
 
 def _log(msg: str) -> None:
@@ -210,7 +211,10 @@ def run_end_to_end(config: BenchConfig) -> dict[str, Any]:
         results["pyiqa_triplets_per_s"] = max(rate_before, rate_after) if with_peer else math.nan
         results["pyiqa_passes"] = [rate_before, rate_after] if with_peer else []
         results["max_abs_diff"] = diff
-        results["cases"] = run_cases(big, tmp, config)
+        # the cases measure decoding: on files of the size BAPPS stores, which every run resizes to 64 px
+        large = write_run_set(tmp / "set10N-stored", 10 * n, seed=10 * n, stored=BAPPS_STORED_SIDE)
+        results["cases"] = run_cases(large, tmp, config)
+        results["cases"]["stored_side"] = BAPPS_STORED_SIDE
         return results
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -211,7 +211,8 @@ def score_batch(kind: str | JudgmentKind, metric: Any, batch: dict[str, Any]) ->
     Each column is ``metric(dist, ref)`` on the kind's scored pair of batch entries: ``[d0, d1]`` with
     ``d0 = metric(p0, ref)``, ``d1 = metric(p1, ref)`` (2AFC) or ``[d]`` with ``d = metric(p0, p1)`` (JND).
     When pairs share a reference and the metric has the ``features``/``compare`` fast path, each image's
-    features are computed once (three passes per 2AFC triplet instead of four).
+    features are computed once (three passes per 2AFC triplet instead of four), all of them with one
+    :meth:`~spips_bench.metric.Metric.features_of` call (which may run them as one batch).
 
     Raises:
         ValueError: an unknown kind, or a metric output that is not one score per sample.
@@ -225,8 +226,12 @@ def score_batch(kind: str | JudgmentKind, metric: Any, batch: dict[str, Any]) ->
     min_size = int(getattr(metric, "min_size", 1))
     for dist, ref in pairs:
         validate_pair(batch[dist], batch[ref], min_size=min_size)
-    shared = {ref: metric.features(batch[ref]) for ref in dict.fromkeys(refs)}
-    return [_check_output(metric, metric.compare(metric.features(batch[dist]), shared[ref]), batch[ref].shape[0])
+    names = list(dict.fromkeys([*refs, *(dist for dist, _ in pairs)]))  # each distinct image once, refs first
+    images = [batch[name] for name in names]
+    features_of = getattr(metric, "features_of", None)  # a Metric has it; a duck-typed plugin may not
+    computed = features_of(images) if callable(features_of) else [metric.features(x) for x in images]
+    feats = dict(zip(names, computed, strict=True))
+    return [_check_output(metric, metric.compare(feats[dist], feats[ref]), batch[ref].shape[0])
             for dist, ref in pairs]
 
 

@@ -132,13 +132,20 @@ class TrunkSpec:
     channels: tuple[int, ...]
     weight: str
     shift_tolerant: bool
+    #: Whether on CPU one pass over several batches at once (a 2AFC triplet's ref, p0 and p1: 48 images at
+    #: batch 16) is faster than one pass per batch. True for the trunks whose first layer strides (AlexNet
+    #: by 4, SqueezeNet by 2), whose maps stay small: 1.3-1.5x at 64 px, 2 threads. False for VGG16 and
+    #: the shift-tolerant trunks, whose first maps keep the full 64 px: there one pass over 48 images
+    #: was 0.7-0.95x of three passes over 16, its maps no longer fitting the processor's cache. On CUDA
+    #: one pass is always taken (larger batches fill the GPU better).
+    one_pass_cpu: bool = False
 
 
 TRUNKS: dict[str, TrunkSpec] = {
-    "alex": TrunkSpec(_alexnet, (1, 4, 7, 9, 11), (64, 192, 384, 256, 256), "alexnet", False),
+    "alex": TrunkSpec(_alexnet, (1, 4, 7, 9, 11), (64, 192, 384, 256, 256), "alexnet", False, one_pass_cpu=True),
     "vgg": TrunkSpec(_vgg16, (3, 8, 15, 22, 29), (64, 128, 256, 512, 512), "vgg16", False),
     "squeeze": TrunkSpec(_squeezenet1_1, (1, 4, 7, 9, 10, 11, 12), (64, 128, 256, 384, 384, 512, 512),
-                         "squeezenet1_1", False),
+                         "squeezenet1_1", False, one_pass_cpu=True),
     "alex-st": TrunkSpec(_alexnet_st, (2, 6, 10, 12, 14), (64, 192, 384, 256, 256), "stlpips-alex", True),
     "vgg-st": TrunkSpec(_vgg16_st, (3, 9, 17, 25, 33), (64, 128, 256, 512, 512), "stlpips-vgg", True),
 }
