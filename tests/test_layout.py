@@ -160,13 +160,14 @@ def test_a_failed_write_names_the_file_or_passes_the_system_error_through(tmp_pa
 
 def test_only_folder_moves_rename_outside_io() -> None:
     """Every file written whole goes through :mod:`spips_bench.io`; the only direct ``os.replace`` calls left
-    move folders (the demo set, an extracted archive) or set a rejected download aside."""
+    move an extracted archive's folders or set a rejected download aside (the generated demo sets move
+    into place with ``io.replace_durably``)."""
     callers = set()
     for path in sorted(PACKAGE.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call) and ast.unparse(node.func) == "os.replace":
                 callers.add(path.relative_to(PACKAGE).as_posix())
-    assert callers == {"io.py", "data/demo.py", "data/download.py"}
+    assert callers == {"io.py", "data/download.py"}
 
 
 #: The packages of the harness: they run, score, tabulate and measure metrics, and name none of them.

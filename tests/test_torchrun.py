@@ -50,3 +50,48 @@ def test_two_ranks_match_one_process(demo_cache: Path, tmp_path: Path,
                           "scores/jnd/cnn/psnr.csv", "summary.csv"}
     assert _store_files(two) == files
     assert (two / "tables.md").read_bytes() == (one / "tables.md").read_bytes()
+
+
+def test_close_ends_only_the_process_group_it_started() -> None:
+    import torch.distributed as dist
+
+    from spips_bench.run.distributed import _Dist
+
+    dist.init_process_group("gloo", rank=0, world_size=1, init_method=f"tcp://127.0.0.1:{_free_port()}")
+    try:
+        _Dist(0, 1, 0, owns_group=False).close()  # the caller's group: left alone
+        assert dist.is_initialized()
+        owner = _Dist(0, 1, 0, owns_group=True)
+        owner.close()
+        assert not dist.is_initialized() and not owner.owns_group
+        owner.close()  # a second close is a no-op
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_run_closes_its_process_group_also_when_it_fails(demo_cache: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch, fails: bool) -> None:
+    # A gloo group left alive at interpreter exit can abort a rank after its work is done (SIGABRT in the
+    # group's thread teardown): every run ends the group it started, whether it succeeds or fails.
+    from spips_bench.run import runner
+    from spips_bench.run.distributed import _Dist
+
+    closed: list[bool] = []
+
+    class Recording(_Dist):
+        def close(self) -> None:
+            closed.append(True)
+
+    monkeypatch.setenv("SPIPS_BENCH_CACHE", str(demo_cache))
+    monkeypatch.setattr(runner._Dist, "from_env", classmethod(lambda cls: Recording()))
+    config = RunConfig(metrics=["psnr"], dataset="demo", categories=["cnn"], batch_size=16, workers=0,
+                       bootstrap=20, progress=False, device="cpu", out=tmp_path / "run",
+                       kinds=["no-such-kind"] if fails else None)
+    if fails:
+        with pytest.raises(ValueError):
+            run_benchmark(config)
+    else:
+        run_benchmark(config)
+    assert closed == [True]

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from spips_bench.errors import DatasetError
+from spips_bench.io import replace_durably
 
 DEMO_VERSION = 1
 DEMO_LABEL = "synthetic judgments"
@@ -340,12 +341,49 @@ def generate_demo(target: str | os.PathLike[str]) -> Path:
     return root
 
 
+def ensure_generated(target: Path, generate: Callable[[Path], Path], *, marker: str,
+                     complete: Callable[[Path], bool], what: str) -> Path:
+    """Return ``target`` holding a complete generated set, generating it if needed (both demo sets).
+
+    A set that ``complete`` accepts is reused as is. Otherwise ``generate(folder)`` writes the set into a
+    temporary folder beside ``target``, which is then moved into place, so an interrupted generation never
+    leaves a half-written set; an incomplete or older set at ``target`` (it has the file ``marker``) is
+    swapped out and deleted. Two processes generating at once: the one that finishes second keeps the
+    other's complete set.
+
+    Raises:
+        DatasetError: ``target`` exists, is not empty and is not such a set (nothing is deleted); ``what``
+            names the set in the message.
+    """
+    if complete(target):
+        return target
+    if target.exists() and not (target / marker).is_file():
+        if not target.is_dir() or any(target.iterdir()):
+            raise DatasetError(f"{target}: exists and is not a {what}; choose another folder (--root) or "
+                               "remove it.")
+        target.rmdir()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        built = generate(tmp / "set")
+        if target.exists():  # an older or incomplete set (it has the marker): swap it out, then delete it
+            replace_durably(target, tmp / "old")
+        try:
+            replace_durably(built, target)
+        except OSError:
+            if not complete(target):  # not a concurrent generator that finished first
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
 def ensure_demo(root: str | os.PathLike[str] | None = None) -> Path:
     """Return the root of a complete demo set (holding ``2afc/`` and ``jnd/``), generating it if needed.
 
     A complete set of the same :data:`DEMO_VERSION` is reused as is. Otherwise the set is generated
     into a temporary folder beside ``root`` and renamed into place, so an interrupted generation never
-    leaves a half-written set; an older demo version at ``root`` is replaced.
+    leaves a half-written set; an older demo version at ``root`` is replaced (:func:`ensure_generated`).
 
     Args:
         root: where the set lives; default :func:`default_demo_root` (``$SPIPS_BENCH_CACHE/demo-v1`` or
@@ -355,26 +393,5 @@ def ensure_demo(root: str | os.PathLike[str] | None = None) -> Path:
         DatasetError: ``root`` exists, is not empty and is not a demo set (nothing is deleted).
     """
     target = Path(root) if root is not None else default_demo_root()
-    if _is_complete(target):
-        return target
-    if target.exists() and not (target / _MARKER).is_file():
-        if not target.is_dir() or any(target.iterdir()):
-            raise DatasetError(
-                f"{target}: exists and is not a spips-bench demo set; choose another folder or remove it."
-            )
-        target.rmdir()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        built = generate_demo(tmp / "set")
-        if target.exists():  # an older demo version (it has the marker): swap it out, then delete it
-            old = tmp / "old"
-            os.replace(target, old)
-        try:
-            os.replace(built, target)
-        except OSError:
-            if not _is_complete(target):  # not a concurrent generator that finished first
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return ensure_generated(target, generate_demo, marker=_MARKER, complete=_is_complete,
+                            what="spips-bench demo set")

@@ -18,15 +18,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from spips_bench.data.demo import DEMO_LABEL, FAMILIES, _load_sources, _to_uint8, marker_matches
-from spips_bench.errors import DatasetError
-from spips_bench.io import replace_durably
+from spips_bench.data.demo import DEMO_LABEL, FAMILIES, _load_sources, _to_uint8, ensure_generated, marker_matches
 
 MOS_DEMO_VERSION = 1
 MOS_DEMO_LABEL = DEMO_LABEL
@@ -223,24 +219,5 @@ def ensure_mos_demo(root: str | os.PathLike[str] | None = None) -> Path:
         DatasetError: ``root`` exists, is not empty and is not a MOS demo set (nothing is deleted).
     """
     target = Path(root).expanduser() if root is not None else default_mos_demo_root()
-    if _is_complete(target):
-        return target
-    if target.exists() and not is_mos_demo(target):
-        if not target.is_dir() or any(target.iterdir()):
-            raise DatasetError(f"{target}: exists and is not a spips-bench MOS demo set; choose another folder "
-                               "(--root) or remove it.")
-        target.rmdir()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        built = generate_mos_demo(tmp / "set")
-        if target.exists():  # an older or incomplete demo set (it has the marker): swap it out, then delete it
-            replace_durably(target, tmp / "old")
-        try:
-            replace_durably(built, target)
-        except OSError:
-            if not _is_complete(target):  # not a concurrent generator that finished first
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return ensure_generated(target, generate_mos_demo, marker=_MARKER, complete=_is_complete,
+                            what="spips-bench MOS demo set")

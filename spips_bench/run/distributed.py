@@ -21,6 +21,9 @@ class _Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    #: Whether :meth:`from_env` started the process group (then :meth:`close` ends it; a group that the
+    #: caller started stays the caller's).
+    owns_group: bool = False
 
     @classmethod
     def from_env(cls) -> _Dist:
@@ -31,9 +34,21 @@ class _Dist:
             return cls()
         import torch.distributed as dist
 
-        if not dist.is_initialized():
+        owns = not dist.is_initialized()
+        if owns:
             dist.init_process_group(backend="gloo")
-        return cls(dist.get_rank(), world, local_rank)
+        return cls(dist.get_rank(), world, local_rank, owns)
+
+    def close(self) -> None:
+        """End the process group this object started. A gloo group still alive when the interpreter exits
+        can abort the process in its threads' teardown ("terminate called without an active exception",
+        exit by SIGABRT) after all the work is done."""
+        if self.owns_group:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+            self.owns_group = False
 
     def barrier(self) -> None:
         if self.world > 1:

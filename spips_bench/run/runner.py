@@ -479,11 +479,14 @@ def run_benchmark(config: RunConfig, *, hook: FlushHook | None = None) -> RunRes
     from spips_bench.settings import offline_mode
 
     with offline_mode(config.offline):  # --offline for this run only; the environment is untouched
-        return _run_benchmark(config, hook)
+        d = _Dist.from_env()
+        try:
+            return _run_benchmark(config, hook, d)
+        finally:
+            d.close()
 
 
-def _run_benchmark(config: RunConfig, hook: FlushHook | None) -> RunResult:
-    d = _Dist.from_env()
+def _run_benchmark(config: RunConfig, hook: FlushHook | None, d: _Dist) -> RunResult:
     offline = use_offline(config)
     device = _device(config.device, d)
     builtin = config.dataset in BUILTIN_DATASETS

@@ -134,10 +134,11 @@ class TrunkSpec:
     shift_tolerant: bool
     #: Whether on CPU one pass over several batches at once (a 2AFC triplet's ref, p0 and p1: 48 images at
     #: batch 16) is faster than one pass per batch. True for the trunks whose first layer strides (AlexNet
-    #: by 4, SqueezeNet by 2), whose maps stay small: 1.3-1.5x at 64 px, 2 threads. False for VGG16 and
-    #: the shift-tolerant trunks, whose first maps keep the full 64 px: there one pass over 48 images
-    #: was 0.7-0.95x of three passes over 16, its maps no longer fitting the processor's cache. On CUDA
-    #: one pass is always taken (larger batches fill the GPU better).
+    #: by 4, SqueezeNet by 2), whose maps stay small (1.3-1.5x seen at 64 px, 2 threads, on an AMD EPYC).
+    #: False for VGG16 and the shift-tolerant trunks, whose first maps keep the full 64 px: there one pass
+    #: over 48 images was slower than three over 16 (0.7-0.95x), its maps no longer fitting the cache.
+    #: Only speed depends on it: the scores agree either way to float rounding. On CUDA one pass is always
+    #: taken.
     one_pass_cpu: bool = False
 
 

@@ -68,7 +68,8 @@ class LinearHeadDistance(Metric):
         """:meth:`features` of each batch of ``images``; one trunk pass over all of them where that is the
         faster (on CUDA, and on CPU for the trunks whose :attr:`~spips_bench.zoo.backbones.TrunkSpec.one_pass_cpu`
         says so), else one pass per batch."""
-        if len(images) < 2 or not (images[0].device.type == "cuda" or TRUNKS[self.trunk.name].one_pass_cpu):
+        spec = TRUNKS.get(self.trunk.name)
+        if len(images) < 2 or not (images[0].device.type == "cuda" or (spec is not None and spec.one_pass_cpu)):
             return [self.features(x) for x in images]
         feats = self.features(torch.cat(list(images)))
         out: list[list[torch.Tensor]] = []
