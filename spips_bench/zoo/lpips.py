@@ -70,15 +70,10 @@ class LinearHeadDistance(Metric):
         says so), else one pass per batch."""
         spec = TRUNKS.get(self.trunk.name)
         if len(images) < 2 or not (images[0].device.type == "cuda" or (spec is not None and spec.one_pass_cpu)):
-            return [self.features(x) for x in images]
-        feats = self.features(torch.cat(list(images)))
-        out: list[list[torch.Tensor]] = []
-        start = 0
-        for x in images:
-            stop = start + int(x.shape[0])
-            out.append([f[start:stop] for f in feats])
-            start = stop
-        return out
+            return super().features_of(images)
+        sizes = [int(x.shape[0]) for x in images]
+        per_layer = [f.split(sizes) for f in self.features(torch.cat(list(images)))]
+        return [list(parts) for parts in zip(*per_layer, strict=True)]
 
     def trunk_key(self) -> Hashable:
         """The trunk's :meth:`~spips_bench.zoo.backbones.Trunk.identity`: metrics on an equal trunk (LPIPS,
